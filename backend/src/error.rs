@@ -22,6 +22,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An I/O error with no file path at hand (e.g. from a tensor-writing callback).
+    #[error("I/O error: {0}")]
+    RawIo(#[from] std::io::Error),
+
     /// A GGUF byte stream is malformed; `offset` is where the problem was found.
     #[error("malformed GGUF at byte {offset}: {kind}")]
     Gguf { offset: u64, kind: GgufErrorKind },
@@ -48,6 +52,16 @@ pub enum Error {
     /// Misuse of the GGUF writer (duplicate names, wrong order, wrong sizes, ...).
     #[error("GGUF writer: {0}")]
     Writer(String),
+
+    /// Shapes or buffer lengths passed to a kernel entry point (repack, activation
+    /// quantization, matmul) do not fit together, or an input value is out of range.
+    #[error("{op}: {problem}")]
+    Shape { op: &'static str, problem: String },
+
+    /// A kernel was requested (explicitly or through `BITNET_KERNEL`) that this CPU or build
+    /// target cannot run.
+    #[error("kernel `{name}` is not available: {reason}")]
+    KernelUnavailable { name: String, reason: String },
 }
 
 impl Error {

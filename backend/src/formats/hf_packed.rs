@@ -10,7 +10,7 @@ use crate::{Error, Result};
 const FORMAT: &str = "HF packed";
 
 fn check_shape(out_features: usize, in_features: usize) -> Result<usize> {
-    if out_features % 4 != 0 {
+    if !out_features.is_multiple_of(4) {
         return Err(Error::format(
             FORMAT,
             format!("out_features {out_features} is not a multiple of 4"),

@@ -9,6 +9,9 @@
 
 pub mod hf_packed;
 pub mod i2s;
+pub mod q4_0;
+pub mod q6_k;
+pub mod q8_0;
 pub mod ternarize;
 pub mod tq1_0;
 pub mod tq2_0;
@@ -42,7 +45,7 @@ pub(crate) fn check_finite(format: &'static str, x: &[f32]) -> Result<()> {
 
 /// Checks `n` is a positive-or-zero multiple of `block`.
 pub(crate) fn check_multiple(format: &'static str, n: usize, block: usize) -> Result<()> {
-    if n % block == 0 {
+    if n.is_multiple_of(block) {
         Ok(())
     } else {
         Err(Error::format(

@@ -29,7 +29,7 @@ pub fn packed_size(n: usize) -> usize {
 #[inline]
 fn encode(trits: impl Iterator<Item = u8>) -> u8 {
     let q = trits.fold(0u16, |q, t| q * 3 + t as u16);
-    ((q * 256 + 242) / 243) as u8
+    (q * 256).div_ceil(243) as u8
 }
 
 /// Decodes trit `n` (0 = most significant) of a fixed-point byte.

@@ -181,7 +181,7 @@ impl GgmlType {
                 .block_geometry()
                 .ok_or(Error::UnknownGgmlType { id: self.id() })?,
         };
-        if ne0 % block != 0 {
+        if !ne0.is_multiple_of(block) {
             return Err(Error::Format {
                 format: "ggml tensor",
                 problem: format!(
