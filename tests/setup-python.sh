@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates <workspace>/.venv with the pinned packages of tests/requirements-gguf.txt, which the
+# gguf-py cross-check tests run (they use $BITNET_PYTHON, else .venv/bin/python).
+# Idempotent: does nothing when the venv already has every pinned version.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+req="$root/tests/requirements-gguf.txt"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup-python: creating $venv" >&2
+  python3 -m venv "$venv"
+fi
+
+pins_satisfied() {
+  "$venv/bin/python" - "$req" <<'PY'
+import importlib.metadata as md
+import sys
+
+for line in open(sys.argv[1]):
+    spec = line.split("#", 1)[0].strip()
+    if not spec:
+        continue
+    name, version = spec.split("==")
+    try:
+        if md.version(name) != version:
+            sys.exit(1)
+    except md.PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+
+if ! pins_satisfied; then
+  echo "setup-python: installing $(grep -v '^#' "$req" | xargs)" >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+fi
