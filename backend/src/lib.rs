@@ -7,4 +7,6 @@ pub mod error;
 pub mod formats;
 pub mod gguf;
 
+pub mod dense;
+
 pub use error::{Error, Result};

@@ -1,0 +1,434 @@
+//! Dense (non-ternary) weight matrices: the token embedding and the LM head.
+//!
+//! BitNet models keep these in F16 (or Q8_0 / F32 / BF16). For a 128k vocabulary the LM head is
+//! the largest single read of a decode step (656 MB in F16 for BitNet b1.58 2B4T), so its
+//! matrix-vector product must stream the weights at memory bandwidth: each thread takes a
+//! contiguous band of rows, converts weights to f32 in registers (no dequantized copy) and
+//! accumulates four rows at once against activations that stay in L1.
+//!
+//! A [`DenseMatrix`] borrows its bytes, so the weights can stay zero-copy in a GGUF mmap.
+//! Q8_0 is multiplied in float (weights dequantized in registers, activations not quantized),
+//! so results differ from the f32 reference only by the weights' own rounding.
+
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::gguf::GgmlType;
+use crate::{threads, Error, Result};
+
+/// Element layouts a [`DenseMatrix`] can hold (all little-endian, as in GGUF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenseType {
+    /// 4-byte floats.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// ggml Q8_0: blocks of 32 values, an f16 scale then 32 int8 (34 bytes).
+    Q8_0,
+}
+
+/// Bytes of one Q8_0 block.
+pub const Q8_0_BLOCK_BYTES: usize = 34;
+/// Values per Q8_0 block.
+pub const Q8_0_BLOCK: usize = 32;
+
+impl DenseType {
+    /// The dense type of a ggml type, if it is one of ours.
+    pub fn from_ggml(t: GgmlType) -> Option<DenseType> {
+        match t {
+            GgmlType::F32 => Some(DenseType::F32),
+            GgmlType::F16 => Some(DenseType::F16),
+            GgmlType::BF16 => Some(DenseType::BF16),
+            GgmlType::Q8_0 => Some(DenseType::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one row of `cols` values (Q8_0 needs `cols % 32 == 0`).
+    pub fn row_bytes(self, cols: usize) -> Result<usize> {
+        let overflow = || Error::format("dense", format!("row of {cols} values is too large"));
+        match self {
+            DenseType::F32 => cols.checked_mul(4).ok_or_else(overflow),
+            DenseType::F16 | DenseType::BF16 => cols.checked_mul(2).ok_or_else(overflow),
+            DenseType::Q8_0 => {
+                if cols % Q8_0_BLOCK != 0 {
+                    return Err(Error::format(
+                        "dense",
+                        format!("Q8_0 rows need a multiple of {Q8_0_BLOCK} values, got {cols}"),
+                    ));
+                }
+                (cols / Q8_0_BLOCK)
+                    .checked_mul(Q8_0_BLOCK_BYTES)
+                    .ok_or_else(overflow)
+            }
+        }
+    }
+}
+
+/// A row-major `[rows, cols]` matrix over borrowed bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseMatrix<'a> {
+    ty: DenseType,
+    data: &'a [u8],
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+}
+
+impl<'a> DenseMatrix<'a> {
+    /// Wraps `data`, which must hold exactly `rows` rows of `cols` values of type `ty`.
+    pub fn new(ty: DenseType, data: &'a [u8], rows: usize, cols: usize) -> Result<Self> {
+        let row_bytes = ty.row_bytes(cols)?;
+        let want = row_bytes
+            .checked_mul(rows)
+            .ok_or_else(|| Error::format("dense", format!("{rows} rows are too many")))?;
+        if data.len() != want {
+            return Err(Error::format(
+                "dense",
+                format!(
+                    "{ty:?} matrix [{rows}, {cols}] needs {want} bytes, got {}",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            ty,
+            data,
+            rows,
+            cols,
+            row_bytes,
+        })
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DenseType {
+        self.ty
+    }
+
+    /// Number of rows (vocabulary entries for an embedding).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (hidden size).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The raw bytes of row `r`.
+    pub fn row_data(&self, r: usize) -> Result<&'a [u8]> {
+        if r >= self.rows {
+            return Err(Error::format(
+                "dense",
+                format!("row {r} is out of range (matrix has {} rows)", self.rows),
+            ));
+        }
+        Ok(&self.data[r * self.row_bytes..(r + 1) * self.row_bytes])
+    }
+
+    /// Writes row `r` as f32 into `out` (length `cols`).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.cols {
+            return Err(Error::format(
+                "dense",
+                format!(
+                    "output row has {} values, expected {}",
+                    out.len(),
+                    self.cols
+                ),
+            ));
+        }
+        scalar::dequantize_row(self.ty, self.row_data(r)?, out);
+        Ok(())
+    }
+}
+
+/// One implementation of the dense dot products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenseKernel {
+    /// Portable Rust.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C (8 lanes).
+    Avx2,
+    /// x86-64 AVX-512F (16 lanes).
+    Avx512,
+}
+
+impl DenseKernel {
+    /// Whether this CPU can run it.
+    pub fn is_available(self) -> bool {
+        match self {
+            DenseKernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            DenseKernel::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            DenseKernel::Avx512 => x86::has_avx512(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// Kernels this machine can run, slowest first.
+pub fn available() -> Vec<DenseKernel> {
+    [DenseKernel::Scalar, DenseKernel::Avx2, DenseKernel::Avx512]
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect()
+}
+
+/// The fastest available kernel.
+pub fn best() -> DenseKernel {
+    available().pop().unwrap_or(DenseKernel::Scalar)
+}
+
+/// Rows computed together (they share each activation load).
+pub(crate) const ROW_GROUP: usize = 4;
+
+/// `y[t, r] = Σ_c w[r, c] · x[t, c]` for `n_tokens` tokens: `x` is `[n_tokens, cols]`,
+/// `y` is `[n_tokens, rows]`, both row-major f32. Runs on the backend thread pool.
+pub fn matmul(w: &DenseMatrix<'_>, x: &[f32], n_tokens: usize, y: &mut [f32]) -> Result<()> {
+    matmul_with(best(), w, x, n_tokens, y)
+}
+
+/// [`matmul`] with an explicit kernel (tests compare every available one).
+pub fn matmul_with(
+    kernel: DenseKernel,
+    w: &DenseMatrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+) -> Result<()> {
+    if !kernel.is_available() {
+        return Err(Error::KernelUnavailable {
+            name: format!("{kernel:?}"),
+            reason: "not supported by this CPU or build target".into(),
+        });
+    }
+    if x.len() != n_tokens * w.cols {
+        return Err(Error::format(
+            "dense",
+            format!(
+                "activations have {} values, expected {n_tokens} tokens x {} columns",
+                x.len(),
+                w.cols
+            ),
+        ));
+    }
+    if y.len() != n_tokens * w.rows {
+        return Err(Error::format(
+            "dense",
+            format!(
+                "output has {} values, expected {n_tokens} tokens x {} rows",
+                y.len(),
+                w.rows
+            ),
+        ));
+    }
+    if w.rows == 0 || n_tokens == 0 {
+        return Ok(());
+    }
+    // One contiguous band of whole row groups per thread: each streams its own part of the
+    // matrix once, whatever the number of tokens.
+    let n_groups = w.rows.div_ceil(ROW_GROUP);
+    let n_tasks = threads::num_threads().min(n_groups).max(1);
+    let out = SharedOut(y.as_mut_ptr(), y.len());
+    threads::parallel_for(n_tasks, |task| {
+        let g0 = n_groups * task / n_tasks;
+        let g1 = n_groups * (task + 1) / n_tasks;
+        let (r0, r1) = (g0 * ROW_GROUP, (g1 * ROW_GROUP).min(w.rows));
+        let mut band = vec![0f32; n_tokens * (r1 - r0)];
+        rows_kernel(kernel, w, r0, r1, x, n_tokens, &mut band);
+        for t in 0..n_tokens {
+            // SAFETY: bands are disjoint row ranges, so every (t, r) index of `y` is written by
+            // exactly one task; `y` outlives `parallel_for`, which returns after all tasks.
+            unsafe { out.write(t * w.rows + r0, &band[t * (r1 - r0)..(t + 1) * (r1 - r0)]) };
+        }
+    });
+    Ok(())
+}
+
+/// Rows `r0..r1` for every token into `band` (`[n_tokens, r1 - r0]`).
+fn rows_kernel(
+    kernel: DenseKernel,
+    w: &DenseMatrix<'_>,
+    r0: usize,
+    r1: usize,
+    x: &[f32],
+    n_tokens: usize,
+    band: &mut [f32],
+) {
+    let n = r1 - r0;
+    let mut r = r0;
+    while r < r1 {
+        let g = ROW_GROUP.min(r1 - r);
+        for t in 0..n_tokens {
+            let xt = &x[t * w.cols..(t + 1) * w.cols];
+            let mut dots = [0f32; ROW_GROUP];
+            match (kernel, g) {
+                #[cfg(target_arch = "x86_64")]
+                (DenseKernel::Avx512, ROW_GROUP) => x86::dot4_avx512(w, r, xt, &mut dots),
+                #[cfg(target_arch = "x86_64")]
+                (DenseKernel::Avx2, ROW_GROUP) => x86::dot4_avx2(w, r, xt, &mut dots),
+                _ => {
+                    for (i, d) in dots.iter_mut().take(g).enumerate() {
+                        *d = scalar::dot_row(w.ty, &w.data[(r + i) * w.row_bytes..], xt);
+                    }
+                }
+            }
+            band[t * n + (r - r0)..t * n + (r - r0) + g].copy_from_slice(&dots[..g]);
+        }
+        r += g;
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint ranges.
+struct SharedOut(*mut f32, usize);
+
+// SAFETY: tasks only write disjoint index ranges (see `matmul_with`), and the pointer is valid
+// for the whole `parallel_for` call.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `start + src.len() <= len`, and no other task writes `start..start + src.len()`.
+    unsafe fn write(&self, start: usize, src: &[f32]) {
+        assert!(
+            start + src.len() <= self.1,
+            "dense output write out of bounds"
+        );
+        // SAFETY: bounds checked above; exclusivity is the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(start), src.len()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn encode(ty: DenseType, v: &[f32]) -> Vec<u8> {
+        match ty {
+            DenseType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            DenseType::F16 => v
+                .iter()
+                .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+                .collect(),
+            DenseType::BF16 => v
+                .iter()
+                .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+                .collect(),
+            DenseType::Q8_0 => v
+                .chunks(Q8_0_BLOCK)
+                .flat_map(|b| {
+                    let amax = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    let d = amax / 127.0;
+                    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                    let mut out = f16::from_f32(d).to_le_bytes().to_vec();
+                    out.extend(b.iter().map(|x| ((x * inv).round() as i8) as u8));
+                    out
+                })
+                .collect(),
+        }
+    }
+
+    /// f64 reference over the dequantized rows.
+    fn reference(w: &DenseMatrix<'_>, x: &[f32], n_tokens: usize) -> Vec<f32> {
+        let mut row = vec![0f32; w.cols()];
+        let mut y = vec![0f32; n_tokens * w.rows()];
+        for r in 0..w.rows() {
+            w.dequantize_row(r, &mut row).unwrap();
+            for t in 0..n_tokens {
+                let xt = &x[t * w.cols()..(t + 1) * w.cols()];
+                y[t * w.rows() + r] = row
+                    .iter()
+                    .zip(xt)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_kernel_and_type_matches_the_reference() {
+        // Odd row counts exercise partial row groups; 96 and 160 columns exercise the
+        // 32-wide main loop, the 16/8-wide remainder and (for floats) the scalar tail.
+        for (rows, cols) in [(7usize, 96usize), (13, 160), (4, 32), (1, 64)] {
+            for ty in [
+                DenseType::F32,
+                DenseType::F16,
+                DenseType::BF16,
+                DenseType::Q8_0,
+            ] {
+                let bytes = encode(ty, &values(rows * cols, 1));
+                let w = DenseMatrix::new(ty, &bytes, rows, cols).unwrap();
+                for n_tokens in [1usize, 3] {
+                    let x = values(n_tokens * cols, 2);
+                    let want = reference(&w, &x, n_tokens);
+                    for kernel in available() {
+                        let mut y = vec![f32::NAN; n_tokens * rows];
+                        matmul_with(kernel, &w, &x, n_tokens, &mut y).unwrap();
+                        for (a, b) in y.iter().zip(&want) {
+                            assert!(
+                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                "{kernel:?} {ty:?} [{rows},{cols}] x{n_tokens}: {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn odd_columns_work_for_float_types() {
+        let (rows, cols) = (5, 37);
+        let bytes = encode(DenseType::F16, &values(rows * cols, 3));
+        let w = DenseMatrix::new(DenseType::F16, &bytes, rows, cols).unwrap();
+        let x = values(cols, 4);
+        let want = reference(&w, &x, 1);
+        for kernel in available() {
+            let mut y = vec![0f32; rows];
+            matmul_with(kernel, &w, &x, 1, &mut y).unwrap();
+            for (a, b) in y.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{kernel:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let bytes = vec![0u8; 2 * 34];
+        assert!(DenseMatrix::new(DenseType::Q8_0, &bytes, 2, 32).is_ok());
+        assert!(DenseMatrix::new(DenseType::Q8_0, &bytes, 2, 33).is_err());
+        assert!(DenseMatrix::new(DenseType::F16, &bytes, 2, 32).is_err());
+        let w = DenseMatrix::new(DenseType::Q8_0, &bytes, 2, 32).unwrap();
+        let mut y = vec![0f32; 2];
+        assert!(matmul(&w, &[0.0; 31], 1, &mut y).is_err());
+        assert!(matmul(&w, &[0.0; 32], 1, &mut y[..1]).is_err());
+        assert!(w.row_data(2).is_err());
+        assert!(w.dequantize_row(0, &mut [0.0; 31]).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! x86-64 dense kernels: four rows against one activation vector per call.
+//!
+//! Weights are widened to f32 in registers (`vcvtph2ps` for F16, a 16-bit shift for BF16,
+//! `vpmovsxbd` + `vcvtdq2ps` for Q8_0) and accumulated with FMA; the four rows share every
+//! activation load. Results differ from the scalar path only by summation order.
+
+use std::arch::x86_64::*;
+
+use super::{DenseMatrix, DenseType, Q8_0_BLOCK, Q8_0_BLOCK_BYTES, ROW_GROUP};
+
+pub(super) fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c")
+}
+
+pub(super) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Row pointers of rows `r..r + 4`, after checking they and `x` are in bounds.
+fn rows4(w: &DenseMatrix<'_>, r: usize, x: &[f32]) -> [*const u8; ROW_GROUP] {
+    assert!(
+        r + ROW_GROUP <= w.rows && x.len() == w.cols,
+        "dense x86 kernel out of bounds"
+    );
+    let base = w.data[r * w.row_bytes..(r + ROW_GROUP) * w.row_bytes].as_ptr();
+    // SAFETY: the slice above spans the four rows, so each offset stays inside it.
+    std::array::from_fn(|i| unsafe { base.add(i * w.row_bytes) })
+}
+
+/// Dot products of rows `r..r + 4` of `w` with `x` (AVX-512F).
+pub(super) fn dot4_avx512(w: &DenseMatrix<'_>, r: usize, x: &[f32], out: &mut [f32; ROW_GROUP]) {
+    assert!(has_avx512(), "AVX-512F kernel called on a CPU without it");
+    let rows = rows4(w, r, x);
+    // SAFETY: the CPU supports AVX-512F and F16C (checked above); `rows4` checked that four
+    // rows of `w.cols` values and `x` are in bounds, which is all the kernels read.
+    unsafe {
+        match w.ty {
+            DenseType::Q8_0 => q8_0_avx512(rows, x, out),
+            ty => float_avx512(ty, rows, x, out),
+        }
+    }
+}
+
+/// Dot products of rows `r..r + 4` of `w` with `x` (AVX2 + FMA + F16C).
+pub(super) fn dot4_avx2(w: &DenseMatrix<'_>, r: usize, x: &[f32], out: &mut [f32; ROW_GROUP]) {
+    assert!(has_avx2(), "AVX2 kernel called on a CPU without it");
+    let rows = rows4(w, r, x);
+    // SAFETY: as in `dot4_avx512`, for AVX2/FMA/F16C.
+    unsafe {
+        match w.ty {
+            DenseType::Q8_0 => q8_0_avx2(rows, x, out),
+            ty => float_avx2(ty, rows, x, out),
+        }
+    }
+}
+
+/// Loads 16 weights at element `c` of a float-typed row as f32.
+#[inline]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn load16(ty: DenseType, row: *const u8, c: usize) -> __m512 {
+    // SAFETY: the caller guarantees elements c..c+16 are in the row.
+    unsafe {
+        match ty {
+            DenseType::F32 => _mm512_loadu_ps(row.add(4 * c) as *const f32),
+            DenseType::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(row.add(2 * c) as *const __m256i)),
+            _ => {
+                let h = _mm256_loadu_si256(row.add(2 * c) as *const __m256i);
+                _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn float_avx512(ty: DenseType, rows: [*const u8; 4], x: &[f32], out: &mut [f32; 4]) {
+    let cols = x.len();
+    let xp = x.as_ptr();
+    let mut a = [_mm512_setzero_ps(); 4];
+    let mut b = [_mm512_setzero_ps(); 4];
+    let mut c = 0;
+    // SAFETY (whole body): every load reads elements c..c+32 or c..c+16 with that range inside
+    // `cols`, which the caller checked is in bounds for `x` and each row.
+    unsafe {
+        while c + 32 <= cols {
+            let x0 = _mm512_loadu_ps(xp.add(c));
+            let x1 = _mm512_loadu_ps(xp.add(c + 16));
+            for i in 0..4 {
+                a[i] = _mm512_fmadd_ps(load16(ty, rows[i], c), x0, a[i]);
+                b[i] = _mm512_fmadd_ps(load16(ty, rows[i], c + 16), x1, b[i]);
+            }
+            c += 32;
+        }
+        if c + 16 <= cols {
+            let x0 = _mm512_loadu_ps(xp.add(c));
+            for i in 0..4 {
+                a[i] = _mm512_fmadd_ps(load16(ty, rows[i], c), x0, a[i]);
+            }
+            c += 16;
+        }
+        for i in 0..4 {
+            let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i]));
+            let row = std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty));
+            s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &x[c..]);
+            out[i] = s;
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn q8_0_avx512(rows: [*const u8; 4], x: &[f32], out: &mut [f32; 4]) {
+    let n_blocks = x.len() / Q8_0_BLOCK;
+    let xp = x.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); 4];
+    // SAFETY (whole body): block `blk` of a row spans bytes blk*34..blk*34+34 and activations
+    // blk*32..blk*32+32, inside the row / `x` for blk < n_blocks (x.len() == cols, cols % 32 == 0).
+    unsafe {
+        for blk in 0..n_blocks {
+            let x0 = _mm512_loadu_ps(xp.add(blk * Q8_0_BLOCK));
+            let x1 = _mm512_loadu_ps(xp.add(blk * Q8_0_BLOCK + 16));
+            let d = block_scales(rows, blk);
+            for i in 0..4 {
+                let q = rows[i].add(blk * Q8_0_BLOCK_BYTES + 2);
+                let q0 =
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q as *const __m128i)));
+                let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    q.add(16) as *const __m128i
+                )));
+                let t = _mm512_fmadd_ps(q1, x1, _mm512_mul_ps(q0, x0));
+                acc[i] = _mm512_fmadd_ps(t, _mm512_set1_ps(d[i]), acc[i]);
+            }
+        }
+        for i in 0..4 {
+            out[i] = _mm512_reduce_add_ps(acc[i]);
+        }
+    }
+}
+
+/// The f16 scales of block `blk` of the four rows, as f32 (one conversion for all four).
+#[inline]
+#[target_feature(enable = "f16c")]
+unsafe fn block_scales(rows: [*const u8; 4], blk: usize) -> [f32; 4] {
+    let mut h = [0u16; 8];
+    for i in 0..4 {
+        // SAFETY: the caller guarantees block `blk` (whose first two bytes are d) is in the row.
+        h[i] = unsafe { (rows[i].add(blk * Q8_0_BLOCK_BYTES) as *const u16).read_unaligned() };
+    }
+    let mut d = [0f32; 4];
+    // SAFETY: `h` holds 8 u16 (16 bytes) and `d` 4 f32, matching the load and store widths.
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
+        _mm_storeu_ps(d.as_mut_ptr(), v);
+    }
+    d
+}
+
+fn elem_bytes(ty: DenseType) -> usize {
+    match ty {
+        DenseType::F32 => 4,
+        _ => 2,
+    }
+}
+
+/// Loads 8 weights at element `c` of a float-typed row as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8(ty: DenseType, row: *const u8, c: usize) -> __m256 {
+    // SAFETY: the caller guarantees elements c..c+8 are in the row.
+    unsafe {
+        match ty {
+            DenseType::F32 => _mm256_loadu_ps(row.add(4 * c) as *const f32),
+            DenseType::F16 => _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * c) as *const __m128i)),
+            _ => {
+                let h = _mm_loadu_si128(row.add(2 * c) as *const __m128i);
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum256(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_avx2(ty: DenseType, rows: [*const u8; 4], x: &[f32], out: &mut [f32; 4]) {
+    let cols = x.len();
+    let xp = x.as_ptr();
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut b = [_mm256_setzero_ps(); 4];
+    let mut c = 0;
+    // SAFETY (whole body): as in `float_avx512`, with 16- and 8-element steps.
+    unsafe {
+        while c + 16 <= cols {
+            let x0 = _mm256_loadu_ps(xp.add(c));
+            let x1 = _mm256_loadu_ps(xp.add(c + 8));
+            for i in 0..4 {
+                a[i] = _mm256_fmadd_ps(load8(ty, rows[i], c), x0, a[i]);
+                b[i] = _mm256_fmadd_ps(load8(ty, rows[i], c + 8), x1, b[i]);
+            }
+            c += 16;
+        }
+        if c + 8 <= cols {
+            let x0 = _mm256_loadu_ps(xp.add(c));
+            for i in 0..4 {
+                a[i] = _mm256_fmadd_ps(load8(ty, rows[i], c), x0, a[i]);
+            }
+            c += 8;
+        }
+        for i in 0..4 {
+            let mut s = hsum256(_mm256_add_ps(a[i], b[i]));
+            let row = std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty));
+            s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &x[c..]);
+            out[i] = s;
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_avx2(rows: [*const u8; 4], x: &[f32], out: &mut [f32; 4]) {
+    let n_blocks = x.len() / Q8_0_BLOCK;
+    let xp = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    // SAFETY (whole body): as in `q8_0_avx512`.
+    unsafe {
+        for blk in 0..n_blocks {
+            let xb = xp.add(blk * Q8_0_BLOCK);
+            let xs = [
+                _mm256_loadu_ps(xb),
+                _mm256_loadu_ps(xb.add(8)),
+                _mm256_loadu_ps(xb.add(16)),
+                _mm256_loadu_ps(xb.add(24)),
+            ];
+            let d = block_scales(rows, blk);
+            for i in 0..4 {
+                let q = rows[i].add(blk * Q8_0_BLOCK_BYTES + 2);
+                let mut t = _mm256_setzero_ps();
+                for (j, xv) in xs.iter().enumerate() {
+                    let q8 = _mm_loadl_epi64(q.add(8 * j) as *const __m128i);
+                    let qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
+                    t = _mm256_fmadd_ps(qf, *xv, t);
+                }
+                acc[i] = _mm256_fmadd_ps(t, _mm256_set1_ps(d[i]), acc[i]);
+            }
+        }
+        for i in 0..4 {
+            out[i] = hsum256(acc[i]);
+        }
+    }
+}

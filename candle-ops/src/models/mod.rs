@@ -1,0 +1,479 @@
+//! Model loading and the forward pass.
+//!
+//! [`ModelWeights`] is immutable after loading and `Send + Sync`: share it with `Arc` between
+//! threads. Everything that changes while a sequence is processed lives in a separate
+//! [`KvCache`], one per sequence (llama.cpp's model / context split). [`Model`] bundles the
+//! shared weights with the tokenizer and metadata.
+
+mod attention;
+pub(crate) mod bitnet;
+pub(crate) mod bitnet_b158;
+pub mod config;
+pub(crate) mod llama_ternary;
+mod loader;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bitnet_backend::gguf::{GgmlType, GgufFile};
+use candle_core::{Device, Module, Tensor};
+use candle_nn::RmsNorm;
+
+pub use config::{Architecture, ModelConfig};
+
+use crate::bit_linear::BitLinear;
+use crate::chat_template::{ChatMessage, ChatTemplate, TemplateTokens};
+use crate::embedding::DenseWeights;
+use crate::kv_cache::{KvCache, KvDtype};
+use crate::rope::RotaryEmbedding;
+use crate::tokenizer::{Tokenizer, VocabMetadata};
+use crate::{Error, Result};
+use loader::Loader;
+
+/// One transformer block of some architecture.
+pub(crate) trait Block: Send + Sync {
+    /// `x` is `[n_tokens, n_embd]`; returns the same shape.
+    fn forward(&self, x: &Tensor, step: &mut Step<'_>) -> Result<Tensor>;
+    /// The ternary projections (for accounting).
+    fn projections(&self) -> Vec<&BitLinear>;
+}
+
+/// What a block needs besides its weights for one forward pass.
+pub(crate) struct Step<'a> {
+    pub(crate) layer: usize,
+    pub(crate) start_pos: usize,
+    pub(crate) n_head: usize,
+    pub(crate) n_head_kv: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) rope: &'a RotaryEmbedding,
+    pub(crate) cache: &'a mut KvCache,
+}
+
+/// Which positions [`ModelWeights::forward`] returns logits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token (generation): `[n_vocab]`.
+    Last,
+    /// Every token (scoring, perplexity, tests): `[n_tokens, n_vocab]`.
+    All,
+}
+
+/// The immutable weights of a model.
+pub struct ModelWeights {
+    config: ModelConfig,
+    token_embd: DenseWeights,
+    blocks: Vec<Box<dyn Block>>,
+    output_norm: RmsNorm,
+    output: DenseWeights,
+    rope: RotaryEmbedding,
+    max_context: usize,
+}
+
+impl std::fmt::Debug for ModelWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelWeights")
+            .field("config", &self.config)
+            .field("token_embd", &self.token_embd)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelWeights {
+    /// Loads the weights of `file`. `path` (the file's path, if it has one) lets ternary tensors
+    /// be read without touching the mmap; `max_context` bounds the rope tables and caches
+    /// (default: the training context).
+    pub fn from_gguf(
+        file: &GgufFile,
+        path: Option<&Path>,
+        max_context: Option<usize>,
+    ) -> Result<Self> {
+        let config = ModelConfig::from_gguf(file)?;
+        let l = Loader::new(file, path, &config.architecture)?;
+        let blocks = match config.arch {
+            Architecture::BitNetB158 => bitnet_b158::load_blocks(&l, &config)?,
+            Architecture::BitNet => bitnet::load_blocks(&l, &config)?,
+            Architecture::LlamaTernary => llama_ternary::load_blocks(&l, &config)?,
+        };
+        let (v, e) = (config.n_vocab, config.n_embd);
+        let token_embd = l.dense("token_embd.weight", v, e)?;
+        // A separate output matrix, when the file has one, is the LM head (bitnet.cpp loads it
+        // and then uses token_embd anyway, which is wrong for untied checkpoints).
+        let output = match l.has("output.weight") {
+            true => l.dense("output.weight", v, e)?,
+            false => token_embd.clone(),
+        };
+        let output_norm = l.rms_norm("output_norm.weight", e, config.rms_eps)?;
+        let max_context = max_context.unwrap_or(config.n_ctx_train).max(1);
+        let freq_factors = l.optional_vector("rope_freqs.weight", config.head_dim / 2)?;
+        let rope = RotaryEmbedding::new(
+            config.head_dim,
+            config.rope_theta,
+            config.rope_scale,
+            max_context,
+            config.rope_style,
+            freq_factors.as_deref(),
+            &Device::Cpu,
+        )?;
+        Ok(Self {
+            config,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            rope,
+            max_context,
+        })
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Longest sequence a cache for this model may hold.
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    /// The token embedding table.
+    pub fn token_embedding(&self) -> &DenseWeights {
+        &self.token_embd
+    }
+
+    /// The LM head (the embedding itself for tied models).
+    pub fn output(&self) -> &DenseWeights {
+        &self.output
+    }
+
+    /// A fresh cache for one sequence of up to `n_ctx` tokens.
+    pub fn new_cache(&self, n_ctx: usize, dtype: KvDtype) -> Result<KvCache> {
+        if n_ctx > self.max_context {
+            return Err(Error::InvalidArgument(format!(
+                "context of {n_ctx} tokens exceeds the model's maximum of {} (raise LoadOptions::max_context)",
+                self.max_context
+            )));
+        }
+        let c = &self.config;
+        KvCache::new(
+            c.n_layer,
+            c.n_head_kv,
+            c.head_dim,
+            n_ctx,
+            dtype,
+            &Device::Cpu,
+        )
+    }
+
+    /// Runs `tokens` at positions `start_pos..` of the sequence held by `cache` (which must
+    /// already hold positions `0..start_pos`; later ones are overwritten) and returns logits
+    /// as selected by `logits`.
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        start_pos: usize,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument(
+                "forward needs at least one token".into(),
+            ));
+        }
+        if cache.capacity() > self.max_context {
+            return Err(Error::InvalidArgument(format!(
+                "cache of {} positions exceeds the model's maximum of {}",
+                cache.capacity(),
+                self.max_context
+            )));
+        }
+        cache.check_room(start_pos, tokens.len())?;
+        let mut x = self.token_embd.lookup(tokens)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let mut step = Step {
+                layer,
+                start_pos,
+                n_head: self.config.n_head,
+                n_head_kv: self.config.n_head_kv,
+                head_dim: self.config.head_dim,
+                rope: &self.rope,
+                cache,
+            };
+            x = block.forward(&x, &mut step)?;
+        }
+        cache.set_len(start_pos + tokens.len());
+        let x = match logits {
+            Logits::Last => x.narrow(0, tokens.len() - 1, 1)?,
+            Logits::All => x,
+        };
+        let x = self.output_norm.forward(&x)?;
+        let out = self.output.matmul_t(&x)?;
+        Ok(match logits {
+            Logits::Last => out.squeeze(0)?,
+            Logits::All => out,
+        })
+    }
+
+    /// Ternary projections of every block, in order.
+    pub fn ternary_layers(&self) -> Vec<&BitLinear> {
+        self.blocks.iter().flat_map(|b| b.projections()).collect()
+    }
+
+    /// Weight bytes one decode step reads: every repacked ternary matrix plus the LM head.
+    /// (The KV cache adds `2 · n_layer · n_head_kv · head_dim · bytes · position count`.)
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let ternary: usize = self
+            .ternary_layers()
+            .iter()
+            .map(|l| l.weights().packed_bytes())
+            .sum();
+        ternary + self.output.size_in_bytes()
+    }
+
+    /// Number of parameters (ternary, embedding, head if untied, norms excluded).
+    pub fn n_params(&self) -> u64 {
+        let ternary: u64 = self
+            .ternary_layers()
+            .iter()
+            .map(|l| (l.in_features() * l.out_features()) as u64)
+            .sum();
+        let table = (self.config.n_vocab * self.config.n_embd) as u64;
+        let untied = self.output.name() != self.token_embd.name();
+        ternary + table * if untied { 2 } else { 1 }
+    }
+}
+
+/// Options for [`Model::load`].
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Threads for the kernels (process-wide: `bitnet_backend::threads`); `None` keeps the
+    /// current setting (default: `BITNET_NUM_THREADS` or every available CPU).
+    pub n_threads: Option<usize>,
+    /// Longest context any cache may hold; `None` = the training context.
+    pub max_context: Option<usize>,
+    /// A `tokenizer.json` to use instead of the GGUF vocabulary (it must assign the same ids).
+    pub tokenizer_json: Option<PathBuf>,
+}
+
+/// Facts about a model file that are not weights.
+#[derive(Clone, Debug)]
+struct ModelInfo {
+    name: Option<String>,
+    chat_template: Option<String>,
+    file_size: u64,
+    dominant_ternary_type: Option<GgmlType>,
+}
+
+/// A loaded model: shared weights, tokenizer and metadata. Cloning is cheap (`Arc`s).
+#[derive(Clone, Debug)]
+pub struct Model {
+    weights: Arc<ModelWeights>,
+    tokenizer: Arc<Tokenizer>,
+    info: Arc<ModelInfo>,
+}
+
+impl Model {
+    /// Opens and loads a GGUF model file.
+    pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path)?;
+        Self::from_gguf(&file, Some(path), options)
+    }
+
+    /// Loads from an already opened GGUF (`path` as in [`ModelWeights::from_gguf`]).
+    pub fn from_gguf(file: &GgufFile, path: Option<&Path>, options: &LoadOptions) -> Result<Self> {
+        if let Some(n) = options.n_threads {
+            if n == 0 {
+                return Err(Error::InvalidArgument(
+                    "n_threads must be at least 1".into(),
+                ));
+            }
+            bitnet_backend::threads::set_num_threads(n);
+        }
+        let weights = ModelWeights::from_gguf(file, path, options.max_context)?;
+        let arch = weights.config().architecture.clone();
+        let meta = VocabMetadata::from_gguf(file)?;
+        if meta.tokens.len() != weights.config().n_vocab {
+            return Err(Error::Config(format!(
+                "the vocabulary has {} tokens but the embedding has {} rows",
+                meta.tokens.len(),
+                weights.config().n_vocab
+            )));
+        }
+        let tokenizer = match &options.tokenizer_json {
+            Some(p) => Tokenizer::from_file_checked(p, &meta, &arch)?,
+            None => Tokenizer::from_metadata(&meta, &arch)?,
+        };
+        let info = ModelInfo {
+            name: file
+                .get("general.name")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            chat_template: file
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            file_size: file.mmap().len() as u64,
+            dominant_ternary_type: dominant_type(file),
+        };
+        Ok(Self {
+            weights: Arc::new(weights),
+            tokenizer: Arc::new(tokenizer),
+            info: Arc::new(info),
+        })
+    }
+
+    /// The shared weights.
+    pub fn weights(&self) -> &Arc<ModelWeights> {
+        &self.weights
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        self.weights.config()
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> &str {
+        &self.config().architecture
+    }
+
+    /// Vocabulary size.
+    pub fn n_vocab(&self) -> usize {
+        self.config().n_vocab
+    }
+
+    /// Training context length.
+    pub fn n_ctx_train(&self) -> usize {
+        self.config().n_ctx_train
+    }
+
+    /// Hidden size.
+    pub fn n_embd(&self) -> usize {
+        self.config().n_embd
+    }
+
+    /// `general.name`, if present.
+    pub fn name(&self) -> Option<&str> {
+        self.info.name.as_deref()
+    }
+
+    /// A one-line description in llama.cpp's style: architecture, size, weight type.
+    pub fn description(&self) -> String {
+        let params = self.weights.n_params() as f64;
+        let size = if params >= 1e9 {
+            format!("{:.1}B", params / 1e9)
+        } else {
+            format!("{:.0}M", params / 1e6)
+        };
+        let ty = self
+            .info
+            .dominant_ternary_type
+            .map(type_name)
+            .unwrap_or("unknown");
+        format!("{} {size} {ty}", self.architecture())
+    }
+
+    /// Size of the model file in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.info.file_size
+    }
+
+    /// `tokenizer.chat_template`, if present.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.info.chat_template.as_deref()
+    }
+
+    /// Formats a conversation with the model's template (BitNet's when it has none).
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let tok = &self.tokenizer;
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tok.decode(&[i], false).ok())
+                .unwrap_or_default()
+        };
+        let tokens = TemplateTokens {
+            bos: text(tok.bos()),
+            eos: text(tok.eos()),
+        };
+        ChatTemplate::from_metadata(self.chat_template()).apply(
+            messages,
+            add_generation_prompt,
+            &tokens,
+        )
+    }
+
+    /// Beginning-of-sequence id.
+    pub fn bos(&self) -> Option<u32> {
+        self.tokenizer.bos()
+    }
+
+    /// End-of-sequence id.
+    pub fn eos(&self) -> Option<u32> {
+        self.tokenizer.eos()
+    }
+
+    /// End-of-turn id.
+    pub fn eot(&self) -> Option<u32> {
+        self.tokenizer.eot()
+    }
+
+    /// Whether generation stops at `id`.
+    pub fn token_is_eog(&self, id: u32) -> bool {
+        self.tokenizer.is_eog(id)
+    }
+
+    /// A cache for one sequence of up to `n_ctx` tokens.
+    pub fn new_cache(&self, n_ctx: usize, dtype: KvDtype) -> Result<KvCache> {
+        self.weights.new_cache(n_ctx, dtype)
+    }
+
+    /// Logits `[n_vocab]` of the last of `tokens`, run at positions `start_pos..` of `cache`.
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], start_pos: usize) -> Result<Tensor> {
+        self.weights.forward(cache, tokens, start_pos, Logits::Last)
+    }
+
+    /// Logits `[n_tokens, n_vocab]` of every one of `tokens`.
+    pub fn forward_all(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        start_pos: usize,
+    ) -> Result<Tensor> {
+        self.weights.forward(cache, tokens, start_pos, Logits::All)
+    }
+}
+
+/// The most common ternary tensor type of the file (for the description).
+fn dominant_type(file: &GgufFile) -> Option<GgmlType> {
+    let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+    for t in file.tensors() {
+        if matches!(
+            t.ggml_type,
+            GgmlType::I2S | GgmlType::TQ1_0 | GgmlType::TQ2_0
+        ) {
+            match counts.iter_mut().find(|(ty, _)| *ty == t.ggml_type) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((t.ggml_type, 1)),
+            }
+        }
+    }
+    counts.into_iter().max_by_key(|&(_, n)| n).map(|(t, _)| t)
+}
+
+fn type_name(t: GgmlType) -> &'static str {
+    match t {
+        GgmlType::I2S => "I2_S",
+        GgmlType::TQ1_0 => "TQ1_0",
+        GgmlType::TQ2_0 => "TQ2_0",
+        _ => "other",
+    }
+}

@@ -1,0 +1,167 @@
+//! Rotary position embeddings (RoPE), precomputed for a context length.
+//!
+//! Two conventions exist in GGUF files and both are used here:
+//! - [`RopeStyle::Neox`]: dimension `i` rotates with `i + d/2` (Hugging Face `rotate_half`).
+//!   BitNet b1.58 (`bitnet-b1.58`, `bitnet-25`, `bitnet`) uses it; its converters do not permute q/k.
+//! - [`RopeStyle::Interleaved`]: dimension `2i` rotates with `2i + 1` (ggml's "NORM" mode).
+//!   `llama` files use it because llama.cpp's converters permute the q/k rows to match.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{Error, Result};
+
+/// Which pairs of dimensions a rotation mixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Pairs `(i, i + d/2)`.
+    Neox,
+    /// Pairs `(2i, 2i + 1)`.
+    Interleaved,
+}
+
+/// cos/sin tables `[n_ctx, head_dim/2]` for one model.
+#[derive(Clone, Debug)]
+pub struct RotaryEmbedding {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+    n_ctx: usize,
+}
+
+impl RotaryEmbedding {
+    /// Builds tables for positions `0..n_ctx` with frequencies `θ^(-2i/d) / linear_scale`, each
+    /// further divided by `freq_factors[i]` when given (llama.cpp's optional `rope_freqs.weight`).
+    pub fn new(
+        head_dim: usize,
+        theta: f32,
+        linear_scale: f32,
+        n_ctx: usize,
+        style: RopeStyle,
+        freq_factors: Option<&[f32]>,
+        device: &Device,
+    ) -> Result<Self> {
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(Error::Config(format!(
+                "rope needs an even, non-zero head dimension, got {head_dim}"
+            )));
+        }
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(Error::Config(format!(
+                "rope base θ must be positive, got {theta}"
+            )));
+        }
+        if !(linear_scale.is_finite() && linear_scale > 0.0) {
+            return Err(Error::Config(format!(
+                "rope scale must be positive, got {linear_scale}"
+            )));
+        }
+        let half = head_dim / 2;
+        if let Some(f) = freq_factors {
+            if f.len() != half {
+                return Err(Error::Config(format!(
+                    "rope_freqs has {} factors, expected head_dim/2 = {half}",
+                    f.len()
+                )));
+            }
+        }
+        // Same order of operations as transformers: inv_freq in f32, then pos · inv_freq in f32.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                let f = 1.0 / theta.powf((2 * i) as f32 / head_dim as f32);
+                f / freq_factors.map_or(1.0, |ff| ff[i]) / linear_scale
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(n_ctx * half);
+        let mut sin = Vec::with_capacity(n_ctx * half);
+        for pos in 0..n_ctx {
+            for &f in &inv_freq {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (n_ctx, half), device)?,
+            sin: Tensor::from_vec(sin, (n_ctx, half), device)?,
+            style,
+            n_ctx,
+        })
+    }
+
+    /// The rotation convention.
+    pub fn style(&self) -> RopeStyle {
+        self.style
+    }
+
+    /// Rotates `x` of shape `[n_heads, n_tokens, head_dim]` (f32, contiguous) whose tokens sit at
+    /// positions `start_pos..start_pos + n_tokens`.
+    pub fn apply(&self, x: &Tensor, start_pos: usize) -> Result<Tensor> {
+        let (_, n_tokens, _) = x.dims3()?;
+        if start_pos + n_tokens > self.n_ctx {
+            return Err(Error::InvalidArgument(format!(
+                "positions {start_pos}..{} exceed the rope table of {} positions",
+                start_pos + n_tokens,
+                self.n_ctx
+            )));
+        }
+        let cos = self.cos.narrow(0, start_pos, n_tokens)?;
+        let sin = self.sin.narrow(0, start_pos, n_tokens)?;
+        let x4 = x.to_dtype(DType::F32)?.contiguous()?.unsqueeze(0)?;
+        let y = match self.style {
+            RopeStyle::Neox => candle_nn::rotary_emb::rope(&x4, &cos, &sin)?,
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x4, &cos, &sin)?,
+        };
+        Ok(y.squeeze(0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rotates one head by hand, pair by pair, as the definitions say.
+    fn reference(x: &[f32], pos: usize, theta: f32, style: RopeStyle) -> Vec<f32> {
+        let d = x.len();
+        let mut out = x.to_vec();
+        for i in 0..d / 2 {
+            let angle = pos as f64 * (theta as f64).powf(-2.0 * i as f64 / d as f64);
+            let (c, s) = (angle.cos() as f32, angle.sin() as f32);
+            let (a, b) = match style {
+                RopeStyle::Neox => (i, i + d / 2),
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            };
+            out[a] = x[a] * c - x[b] * s;
+            out[b] = x[b] * c + x[a] * s;
+        }
+        out
+    }
+
+    #[test]
+    fn matches_pairwise_definition_for_both_styles() -> Result<()> {
+        let d = 8;
+        let x: Vec<f32> = (0..2 * 3 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+            let rope = RotaryEmbedding::new(d, 10000.0, 1.0, 16, style, None, &Device::Cpu)?;
+            let t = Tensor::from_vec(x.clone(), (2, 3, d), &Device::Cpu)?;
+            let y = rope.apply(&t, 5)?.flatten_all()?.to_vec1::<f32>()?;
+            for h in 0..2 {
+                for tok in 0..3 {
+                    let off = (h * 3 + tok) * d;
+                    let want = reference(&x[off..off + d], 5 + tok, 10000.0, style);
+                    for (a, b) in y[off..off + d].iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-5, "{style:?}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_positions_past_the_table() -> Result<()> {
+        let rope = RotaryEmbedding::new(4, 10000.0, 1.0, 4, RopeStyle::Neox, None, &Device::Cpu)?;
+        let t = Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu)?;
+        assert!(rope.apply(&t, 3).is_err());
+        Ok(())
+    }
+}
