@@ -7,6 +7,14 @@ pub mod error;
 pub mod formats;
 pub mod gguf;
 
-pub mod dense;
+pub mod activation_quant;
+pub mod bandwidth;
+pub mod kernels;
+pub mod matmul;
+pub mod repack;
+pub mod threads;
+
+pub use activation_quant::QuantizedActivations;
+pub use repack::TernaryMatrix;
 
 pub use error::{Error, Result};
