@@ -22,6 +22,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An I/O error with no file path at hand (e.g. from a tensor-writing callback).
+    #[error("I/O error: {0}")]
+    RawIo(#[from] std::io::Error),
+
     /// A GGUF byte stream is malformed; `offset` is where the problem was found.
     #[error("malformed GGUF at byte {offset}: {kind}")]
     Gguf { offset: u64, kind: GgufErrorKind },
