@@ -64,6 +64,10 @@ pub enum ConvertError {
         cache: PathBuf,
     },
 
+    /// The progress sink asked to stop; nothing was written at the output path.
+    #[error("conversion cancelled; nothing was written")]
+    Cancelled,
+
     /// An option value is invalid.
     #[error("invalid option: {0}")]
     Option(String),

@@ -1,7 +1,8 @@
 //! Progress reporting: a small trait so the library stays quiet in tests and the CLI can draw
 //! bars on stderr.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -13,6 +14,12 @@ pub trait ProgressSink: Sync {
     fn advance(&self, n: u64, item: &str);
     /// The current step is finished.
     fn end(&self);
+    /// Polled between tensors (and between chunks of large ones): returning true abandons the
+    /// conversion with [`crate::ConvertError::Cancelled`], removing the temporary file. A CLI
+    /// sets this from its Ctrl-C handler.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.
@@ -29,11 +36,20 @@ impl ProgressSink for NoProgress {
 #[derive(Debug, Default)]
 pub struct StderrProgress {
     bar: Mutex<Option<ProgressBar>>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl StderrProgress {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Also reports [`ProgressSink::cancelled`] once `flag` is set (e.g. by a Ctrl-C handler).
+    pub fn with_cancel_flag(flag: Arc<AtomicBool>) -> Self {
+        StderrProgress {
+            bar: Mutex::default(),
+            cancel: Some(flag),
+        }
     }
 }
 
@@ -69,5 +85,11 @@ impl ProgressSink for StderrProgress {
                 bar.finish_with_message("done");
             }
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 }

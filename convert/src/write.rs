@@ -103,6 +103,9 @@ pub fn write(
     let mut out = w.begin(path)?;
     progress.begin("converting", total_bytes);
     for t in &plan.tensors {
+        if progress.cancelled() {
+            return Err(ConvertError::Cancelled);
+        }
         let ty = types.ggml_type(&t.kind);
         let n_bytes = ty.tensor_bytes(&t.ggml_dims())?;
         match &t.kind {
@@ -119,6 +122,10 @@ pub fn write(
                     let mut row = 0;
                     while row < rows {
                         let n = ROWS_PER_CHUNK.min(rows - row);
+                        if progress.cancelled() {
+                            failure = Some(ConvertError::Cancelled);
+                            return Err(bitnet_backend::Error::Writer("cancelled".into()));
+                        }
                         let chunk = src
                             .read_f32_rows(entry, row, n)
                             .and_then(|x| encode_float(&x, float_ty));

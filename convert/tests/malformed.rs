@@ -431,3 +431,41 @@ fn outfile_checks() {
     let e = convert_to(ck.path(), ck.path(), OutType::I2S).unwrap_err();
     assert!(e.to_string().contains("is a folder"), "{e}");
 }
+
+/// A sink that asks to stop once `after` progress updates have arrived.
+struct CancelAfter {
+    after: usize,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+impl bitnet_convert::ProgressSink for CancelAfter {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64, _: &str) {
+        self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn end(&self) {}
+    fn cancelled(&self) -> bool {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst) >= self.after
+    }
+}
+
+#[test]
+fn cancellation_leaves_nothing() {
+    let ck = generate(Spec::two_b4t());
+    for after in [0, 1, 5] {
+        let out_dir = tempfile::tempdir().unwrap();
+        let mut opts = ConvertOptions::new(ck.path().to_string_lossy());
+        opts.outfile = Some(out_dir.path().join("m.gguf"));
+        let sink = CancelAfter {
+            after,
+            seen: 0.into(),
+        };
+        let e = convert(&opts, &sink).unwrap_err();
+        assert!(matches!(e, ConvertError::Cancelled), "{e}");
+        assert!(
+            file_names(out_dir.path()).is_empty(),
+            "{:?}",
+            file_names(out_dir.path())
+        );
+    }
+}

@@ -157,6 +157,71 @@ pub fn fetch(
     Ok(config.parent().map(Path::to_path_buf).unwrap_or(config))
 }
 
+/// Downloads (or finds in the cache) one file of `repo_id` at `revision`.
+pub fn fetch_file(
+    repo_id: &str,
+    revision: &str,
+    file: &str,
+    cfg: &HubConfig,
+    progress: &dyn ProgressSink,
+) -> Result<PathBuf> {
+    if !looks_like_file_name(file) {
+        return Err(ConvertError::Option(format!(
+            "`{file}` is not a plain file name"
+        )));
+    }
+    with_hub(repo_id, revision, cfg, |hub| hub.require(file, progress))
+}
+
+/// The files of `repo_id` at `revision`: from the hub's model API, or offline from the cached
+/// snapshot of that revision.
+pub fn list_files(repo_id: &str, revision: &str, cfg: &HubConfig) -> Result<Vec<String>> {
+    with_hub(repo_id, revision, cfg, |hub| match &hub.agents {
+        None => hub.cached_files(),
+        Some(agents) => hub.remote_files(agents),
+    })
+}
+
+fn with_hub<T>(
+    repo_id: &str,
+    revision: &str,
+    cfg: &HubConfig,
+    f: impl FnOnce(&Hub) -> Result<T>,
+) -> Result<T> {
+    let bad_revision = revision.is_empty()
+        || revision.starts_with('/')
+        || revision
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
+    if bad_revision {
+        return Err(ConvertError::Option(format!(
+            "revision `{revision}` is not a branch, tag or commit name"
+        )));
+    }
+    if !looks_like_repo_id(repo_id) {
+        return Err(ConvertError::Option(format!(
+            "`{repo_id}` is not a hub repo id (owner/name)"
+        )));
+    }
+    let cache = Cache::new(cfg.cache_dir.clone());
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    let repo_dir = cfg.cache_dir.join(repo.folder_name());
+    let hub = Hub {
+        cfg,
+        cache: &cache,
+        repo: &repo,
+        repo_id,
+        revision,
+        repo_dir: &repo_dir,
+        agents: if cfg.offline {
+            None
+        } else {
+            Some(Agents::new(cfg))
+        },
+    };
+    f(&hub)
+}
+
 fn shard_names(index: &Path) -> Result<Vec<String>> {
     let text = fs::read_to_string(index).map_err(|e| ConvertError::io("read", index, e))?;
     let v: Value = serde_json::from_str(&text)
@@ -247,7 +312,11 @@ impl Hub<'_> {
                     self.revision
                 ))
             } else {
-                self.err(format!("the repo has no file `{file}` at revision {}", self.revision))
+                self.err(format!(
+                    "the hub has no file `{file}` at revision {} (wrong repo id or revision, a private \
+                     repo without HF_TOKEN, or not a model repo)",
+                    self.revision
+                ))
             }
         })
     }
@@ -289,6 +358,66 @@ impl Hub<'_> {
             .unwrap_or_else(|_| self.revision.to_string());
         let snapshot = self.repo_dir.join("snapshots").join(commit).join(file);
         snapshot.is_file().then_some(snapshot)
+    }
+
+    /// Files of the cached snapshot of this revision (offline listing).
+    fn cached_files(&self) -> Result<Vec<String>> {
+        let commit = fs::read_to_string(self.repo_dir.join("refs").join(self.revision))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| self.revision.to_string());
+        let snapshot = self.repo_dir.join("snapshots").join(commit);
+        let entries = fs::read_dir(&snapshot).map_err(|_| {
+            self.err(format!(
+                "revision {} is not in the local cache and offline mode is on (HF_HUB_OFFLINE or --offline)",
+                self.revision
+            ))
+        })?;
+        let mut files: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Files of this revision according to the hub's model API.
+    fn remote_files(&self, agents: &Agents) -> Result<Vec<String>> {
+        let url = format!(
+            "{}/api/models/{}/revision/{}",
+            self.cfg.endpoint, self.repo_id, self.revision
+        );
+        let mut resp = self
+            .request(&agents.get, "GET", &url)
+            .call()
+            .map_err(|e| self.transport_error(&url, e))?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => {}
+            401 | 403 => {
+                return Err(self.err(format!(
+                    "HTTP {status}: the repo is private or gated; accept its terms on the hub and set HF_TOKEN"
+                )))
+            }
+            404 => return Err(self.err(format!("no such repo or revision ({url} answered 404)"))),
+            _ => return Err(self.err(format!("HTTP {status} for {url}"))),
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .map_err(|e| self.err(format!("reading {url}: {e}")))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| self.err(format!("{url} sent invalid JSON: {e}")))?;
+        let siblings = v
+            .get("siblings")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.err(format!("{url} sent no `siblings` list")))?;
+        Ok(siblings
+            .iter()
+            .filter_map(|s| s.get("rfilename").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect())
     }
 
     fn url(&self, file: &str) -> String {
@@ -400,6 +529,9 @@ impl Hub<'_> {
         let mut reader = resp.into_body().into_reader();
         let mut buf = vec![0u8; 1 << 20];
         loop {
+            if progress.cancelled() {
+                return Err(ConvertError::Cancelled);
+            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
