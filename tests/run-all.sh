@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, every Rust test on x86_64 (every kernel path this CPU has),
+# the NEON kernels under qemu, and the cross-language checks. README's test command.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+bash tests/setup.sh
+export BITNET_PYTHON="$root/.venv/bin/python"
+
+echo "== fmt + clippy" >&2
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== tests (x86_64)" >&2
+cargo test --workspace --locked
+
+echo "== NEON kernels under qemu-aarch64 (with and without dotprod)" >&2
+for kernel in neon neon-dotprod; do
+  BITNET_KERNEL=$kernel cargo test --locked -p bitnet-backend --target aarch64-unknown-linux-gnu --lib --tests
+done
