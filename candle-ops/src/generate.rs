@@ -136,6 +136,8 @@ pub struct GenerationParams {
     pub sampling: SamplingParams,
     /// Drop special tokens (e.g. headers of a chat format) from the streamed text.
     pub skip_special: bool,
+    /// Keep generating past end-of-generation tokens (benchmarks, `--ignore-eos`).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerationParams {
@@ -144,6 +146,7 @@ impl Default for GenerationParams {
             max_new_tokens: 256,
             sampling: SamplingParams::default(),
             skip_special: true,
+            ignore_eos: false,
         }
     }
 }
@@ -195,6 +198,7 @@ pub struct Generator<'s> {
     prompt: Vec<u32>,
     pending: Option<u32>,
     max_new: usize,
+    ignore_eos: bool,
     generated: Vec<u32>,
     stop: Option<StopReason>,
     n_prompt_eval: usize,
@@ -230,6 +234,7 @@ impl<'s> Generator<'s> {
             prompt: prompt.to_vec(),
             pending: None,
             max_new: params.max_new_tokens,
+            ignore_eos: params.ignore_eos,
             generated: Vec::new(),
             stop: None,
             n_prompt_eval: 0,
@@ -269,7 +274,7 @@ impl<'s> Generator<'s> {
         let t = Instant::now();
         let token = self.sampler.sample(&logits, self.session.tokens())?;
         self.gen_time += t.elapsed();
-        if self.session.model().token_is_eog(token) {
+        if !self.ignore_eos && self.session.model().token_is_eog(token) {
             self.stop = Some(StopReason::EndOfGeneration(token));
             return Ok(None);
         }
