@@ -150,11 +150,6 @@ impl QuantizedActivations {
         &self.q[t * self.stride..(t + 1) * self.stride]
     }
 
-    /// Padded row length (a multiple of 128).
-    pub(crate) fn stride(&self) -> usize {
-        self.stride
-    }
-
     /// Per-token scales `s = 127 / max(|x|, 1e-5)`.
     pub fn scales(&self) -> &[f32] {
         &self.scales

@@ -4,9 +4,10 @@
 //!
 //! One token (decode) runs the GEMV kernels, streaming each 16-row strip once. Several tokens
 //! (prefill) are cut into tiles (16 tokens on AVX-512) whose activations are interleaved per
-//! 4-column group, so one unpacked weight register feeds every token of the tile. Either way
-//! the 16-row strips are split into one contiguous range per thread of the persistent pool
-//! ([`crate::threads`]); each thread writes only its own rows of `y`.
+//! 4-column group, so one unpacked weight register feeds every token of the tile; the tiles are
+//! quantized and interleaved in parallel. Either way the 16-row strips are then split into one
+//! contiguous range per thread of the persistent pool ([`crate::threads`]); each thread writes
+//! only its own rows of `y`.
 //!
 //! The `_i32` entry points return the integers `Σ w·q` themselves; every kernel produces exactly
 //! the same ones (see `kernels::available()`).
@@ -15,20 +16,26 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use crate::activation_quant::QuantizedActivations;
-use crate::kernels::{self, KernelKind, STRIP_ROWS};
+use crate::kernels::{self, KernelKind, BLOCK_COLS, STRIP_ROWS};
 use crate::repack::TernaryMatrix;
 use crate::threads;
 use crate::{Error, Result};
 
 /// Below this many multiply-adds a matmul runs on the calling thread only.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// Below this many activation values, tiles are prepared on the calling thread only.
+const PARALLEL_MIN_ACTS: usize = 1 << 16;
+/// Work chunks per pool thread: more balance the load (and let a running thread take over the
+/// share of one the OS has not scheduled), fewer keep weight streams long.
+const CHUNKS_PER_THREAD: usize = 4;
 /// Strips per GEMV kernel call (bounds the stack buffer of raw sums).
 const GEMV_CHUNK: usize = 8;
 
 #[derive(Default)]
 struct Scratch {
-    acts: QuantizedActivations,
     tiles: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
     factors: Vec<f32>,
 }
 
@@ -75,14 +82,19 @@ pub fn ternary_matmul_with(
     n_tokens: usize,
     y: &mut [f32],
 ) -> Result<()> {
+    kernels::check_available(kind)?;
     check_out_len(w, n_tokens, y.len())?;
-    if n_tokens == 0 && x.is_empty() {
-        return Ok(());
+    match n_tokens.checked_mul(w.cols()) {
+        Some(n) if n == x.len() => {}
+        _ => {
+            return Err(shape_error(format!(
+                "input has {} values, expected n_tokens × cols = {n_tokens} × {}",
+                x.len(),
+                w.cols()
+            )))
+        }
     }
-    with_scratch(|s| {
-        s.acts.quantize_into(kind, x, n_tokens, w.cols())?;
-        matmul_f32(kind, w, &s.acts, &mut s.tiles, &mut s.factors, y)
-    })
+    with_scratch(|s| matmul_f32(kind, w, Source::Float { x, cols: w.cols() }, n_tokens, s, y))
 }
 
 /// `y = W·x` for activations already quantized (e.g. shared by the q, k and v projections,
@@ -102,7 +114,8 @@ pub fn ternary_matmul_quantized_with(
     acts: &QuantizedActivations,
     y: &mut [f32],
 ) -> Result<()> {
-    with_scratch(|s| matmul_f32(kind, w, acts, &mut s.tiles, &mut s.factors, y))
+    check(kind, w, acts, y.len())?;
+    with_scratch(|s| matmul_f32(kind, w, Source::Int(acts), acts.n_tokens(), s, y))
 }
 
 /// The exact integers `out[t · rows + r] = Σ_k w[r, k] · q[t, k]`.
@@ -123,10 +136,14 @@ pub fn ternary_matmul_i32_with(
 ) -> Result<()> {
     check(kind, w, acts, out.len())?;
     with_scratch(|s| {
-        let tiles = build_tiles(kind, acts, &mut s.tiles);
-        drive(kind, w, acts, &tiles, out, |v, _| v);
-    });
-    Ok(())
+        let n_tokens = acts.n_tokens();
+        let stride = w.n_blocks() * BLOCK_COLS;
+        let plan = tile_plan(kind, n_tokens);
+        prepare_tiles(kind, Source::Int(acts), &plan, stride, s)?;
+        let tiles = tiles(&plan, stride, &s.tiles);
+        drive(kind, w, &tiles, &s.sums, out, |v, _| v);
+        Ok(())
+    })
 }
 
 fn check(
@@ -149,18 +166,155 @@ fn check(
 fn matmul_f32(
     kind: KernelKind,
     w: &TernaryMatrix,
-    acts: &QuantizedActivations,
-    tile_buf: &mut Vec<i8>,
-    factors: &mut Vec<f32>,
+    src: Source<'_>,
+    n_tokens: usize,
+    s: &mut Scratch,
     y: &mut [f32],
 ) -> Result<()> {
-    check(kind, w, acts, y.len())?;
-    factors.clear();
-    factors.extend(acts.scales().iter().map(|&s| w.scale() / s));
-    let tiles = build_tiles(kind, acts, tile_buf);
-    let factors = &factors[..];
-    drive(kind, w, acts, &tiles, y, |v, t| v as f32 * factors[t]);
+    let stride = w.n_blocks() * BLOCK_COLS;
+    let plan = tile_plan(kind, n_tokens);
+    prepare_tiles(kind, src, &plan, stride, s)?;
+    s.factors.clear();
+    s.factors.extend(s.scales.iter().map(|&a| w.scale() / a));
+    let tiles = tiles(&plan, stride, &s.tiles);
+    let factors = &s.factors[..];
+    drive(kind, w, &tiles, &s.sums, y, |v, t| v as f32 * factors[t]);
     Ok(())
+}
+
+/// Where tile activations come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Float rows `[n_tokens, cols]`, quantized while tiling.
+    Float { x: &'a [f32], cols: usize },
+    /// Already-quantized rows.
+    Int(&'a QuantizedActivations),
+}
+
+/// Cuts `n_tokens` into `(first token, count)` tiles of the kernel's sizes, largest first.
+fn tile_plan(kind: KernelKind, n_tokens: usize) -> Vec<(usize, usize)> {
+    let mut plan = Vec::new();
+    let mut t0 = 0;
+    for &size in kind.tile_sizes() {
+        while n_tokens - t0 >= size {
+            plan.push((t0, size));
+            t0 += size;
+        }
+    }
+    plan
+}
+
+/// One tile's share of the scratch buffers, handed to whichever thread prepares it.
+struct TileJob<'a> {
+    t0: usize,
+    n: usize,
+    acts: &'a mut [i8],
+    scales: &'a mut [f32],
+    sums: &'a mut [i32],
+}
+
+/// Quantizes (or copies) every token into its tile in the interleaved layout: for every
+/// 4-column group, the 4 values of each token of the tile in turn (a 1-token tile is just the
+/// zero-padded row). Also fills the per-token scales and sums. Tiles run in parallel.
+fn prepare_tiles(
+    kind: KernelKind,
+    src: Source<'_>,
+    plan: &[(usize, usize)],
+    stride: usize,
+    s: &mut Scratch,
+) -> Result<()> {
+    let n_tokens: usize = plan.iter().map(|&(_, n)| n).sum();
+    s.tiles.clear();
+    s.tiles.resize(n_tokens * stride, 0);
+    s.scales.clear();
+    s.scales.resize(n_tokens, 0.0);
+    s.sums.clear();
+    s.sums.resize(n_tokens, 0);
+    let mut jobs = Vec::with_capacity(plan.len());
+    let (mut acts, mut scales, mut sums) = (&mut s.tiles[..], &mut s.scales[..], &mut s.sums[..]);
+    for &(t0, n) in plan {
+        let (a, ra) = std::mem::take(&mut acts).split_at_mut(n * stride);
+        let (sc, rsc) = std::mem::take(&mut scales).split_at_mut(n);
+        let (su, rsu) = std::mem::take(&mut sums).split_at_mut(n);
+        (acts, scales, sums) = (ra, rsc, rsu);
+        jobs.push(Mutex::new(TileJob {
+            t0,
+            n,
+            acts: a,
+            scales: sc,
+            sums: su,
+        }));
+    }
+    // First non-finite activation found: (token, column).
+    let bad: Mutex<Option<(usize, usize)>> = Mutex::new(None);
+    let run = |i: usize| {
+        let mut job = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = fill_tile(kind, src, stride, &mut job) {
+            let mut b = bad.lock().unwrap_or_else(|e| e.into_inner());
+            if b.is_none_or(|prev| at < prev) {
+                *b = Some(at);
+            }
+        }
+    };
+    let cols = match src {
+        Source::Float { cols, .. } => cols,
+        Source::Int(a) => a.cols(),
+    };
+    if n_tokens * cols >= PARALLEL_MIN_ACTS && jobs.len() > 1 {
+        threads::parallel_for(jobs.len(), run);
+    } else {
+        (0..jobs.len()).for_each(run);
+    }
+    match bad.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        None => Ok(()),
+        Some((t, c)) => Err(Error::Shape {
+            op: "activation quantization",
+            problem: format!("token {t}, column {c}: activation is not finite"),
+        }),
+    }
+}
+
+/// Fills one tile; returns the first non-finite input `(token, column)`, if any.
+fn fill_tile(
+    kind: KernelKind,
+    src: Source<'_>,
+    stride: usize,
+    job: &mut TileJob<'_>,
+) -> Option<(usize, usize)> {
+    let n = job.n;
+    let mut row = vec![0i8; if n == 1 { 0 } else { stride }];
+    for j in 0..n {
+        let t = job.t0 + j;
+        // A 1-token tile is the plain row: write it in place.
+        let dst: &mut [i8] = if n == 1 {
+            &mut job.acts[..]
+        } else {
+            &mut row[..]
+        };
+        match src {
+            Source::Float { x, cols } => {
+                let xt = &x[t * cols..(t + 1) * cols];
+                match kernels::quantize_row(kind, xt, &mut dst[..cols]) {
+                    Some((s, sum)) => {
+                        job.scales[j] = s;
+                        job.sums[j] = sum;
+                    }
+                    None => return Some((t, xt.iter().position(|v| !v.is_finite()).unwrap_or(0))),
+                }
+            }
+            Source::Int(a) => {
+                dst.copy_from_slice(a.padded_row(t));
+                job.scales[j] = a.scales()[t];
+                job.sums[j] = a.sums()[t];
+            }
+        }
+        if n > 1 {
+            for (kq, group) in row.chunks_exact(4).enumerate() {
+                job.acts[(kq * n + j) * 4..][..4].copy_from_slice(group);
+            }
+        }
+    }
+    None
 }
 
 /// A run of `n` tokens starting at `t0` and its activations in the kernels' tile layout.
@@ -170,121 +324,83 @@ struct Tile<'a> {
     acts: &'a [i8],
 }
 
-/// Cuts the tokens into the kernel's tile sizes (largest first) and interleaves each tile's
-/// activations: for every 4-column group, the 4 values of each token in turn.
-fn build_tiles<'a>(
-    kind: KernelKind,
-    acts: &'a QuantizedActivations,
-    buf: &'a mut Vec<i8>,
-) -> Vec<Tile<'a>> {
-    let n_tokens = acts.n_tokens();
-    let stride = acts.stride();
-    let mut sizes = Vec::new();
-    let mut left = n_tokens;
-    for &size in kind.tile_sizes() {
-        while left >= size {
-            sizes.push(size);
-            left -= size;
-        }
-    }
-    // Tiles of one token read the row itself; only wider tiles need the buffer.
-    let interleaved: usize = sizes.iter().filter(|&&n| n > 1).map(|&n| n * stride).sum();
-    buf.clear();
-    buf.resize(interleaved, 0);
-    let mut t0 = 0;
-    let mut rest: &mut [i8] = buf;
-    let mut pending = Vec::with_capacity(sizes.len());
-    for &n in &sizes {
-        if n == 1 {
-            pending.push((t0, n, None));
-        } else {
-            let (seg, tail) = std::mem::take(&mut rest).split_at_mut(n * stride);
+fn tiles<'a>(plan: &[(usize, usize)], stride: usize, buf: &'a [i8]) -> Vec<Tile<'a>> {
+    let mut rest = buf;
+    plan.iter()
+        .map(|&(t0, n)| {
+            let (acts, tail) = rest.split_at(n * stride);
             rest = tail;
-            for t in 0..n {
-                let row = acts.padded_row(t0 + t);
-                for (kq, group) in row.chunks_exact(4).enumerate() {
-                    seg[(kq * n + t) * 4..][..4].copy_from_slice(group);
-                }
-            }
-            pending.push((t0, n, Some(&*seg)));
-        }
-        t0 += n;
-    }
-    pending
-        .into_iter()
-        .map(|(t0, n, seg)| Tile {
-            t0,
-            n,
-            acts: seg.unwrap_or_else(|| acts.padded_row(t0)),
+            Tile { t0, n, acts }
         })
         .collect()
 }
 
-/// Splits the strips over the pool and runs the kernels; `emit(Σw·q, token)` makes an output.
+/// Splits the strips into contiguous chunks claimed by the pool's threads and runs the
+/// kernels; `emit(Σw·q, token)` makes an output.
 fn drive<O, F>(
     kind: KernelKind,
     w: &TernaryMatrix,
-    acts: &QuantizedActivations,
     tiles: &[Tile<'_>],
+    sums: &[i32],
     out: &mut [O],
     emit: F,
 ) where
     O: Send,
     F: Fn(i32, usize) -> O + Sync,
 {
-    let n_tokens = acts.n_tokens();
+    let n_tokens = sums.len();
     let rows = w.rows();
     if n_tokens == 0 {
         return;
     }
     let n_strips = w.n_strips();
     let macs = n_tokens * rows * w.cols();
-    let nth = if macs < PARALLEL_MIN_MACS {
+    let n_chunks = if macs < PARALLEL_MIN_MACS {
         1
     } else {
-        threads::num_threads().clamp(1, n_strips)
+        (threads::num_threads() * CHUNKS_PER_THREAD).clamp(1, n_strips)
     };
-    let bound = |i: usize| n_strips * i / nth;
+    let bound = |i: usize| n_strips * i / n_chunks;
     let row_of = |strip: usize| (strip * STRIP_ROWS).min(rows);
-    // Each thread gets, for every token, the slice of y holding its rows.
-    let mut pieces: Vec<Vec<&mut [O]>> = (0..nth).map(|_| Vec::with_capacity(n_tokens)).collect();
-    for y_row in out.chunks_exact_mut(rows) {
-        let mut rest = y_row;
-        for (i, p) in pieces.iter_mut().enumerate() {
-            let (mine, tail) =
-                std::mem::take(&mut rest).split_at_mut(row_of(bound(i + 1)) - row_of(bound(i)));
-            p.push(mine);
-            rest = tail;
+    // Chunk-major: chunk c owns, for every token, the slice of y holding its rows.
+    let mut rest: Vec<&mut [O]> = out.chunks_exact_mut(rows).collect();
+    let mut pieces: Vec<&mut [O]> = Vec::with_capacity(n_chunks * n_tokens);
+    for c in 0..n_chunks {
+        let len = row_of(bound(c + 1)) - row_of(bound(c));
+        for r in rest.iter_mut() {
+            let (mine, tail) = std::mem::take(r).split_at_mut(len);
+            pieces.push(mine);
+            *r = tail;
         }
     }
-    let job = |i: usize, pieces: &mut [&mut [O]]| {
-        let (s0, s1) = (bound(i), bound(i + 1));
+    let job = |c: usize, pieces: &mut [&mut [O]]| {
+        let (s0, s1) = (bound(c), bound(c + 1));
         let sink = Sink {
-            acts,
+            sums,
             rows,
             row0: row_of(s0),
             emit: &emit,
         };
         if n_tokens == 1 {
-            gemv(kind, w, acts.padded_row(0), s0, s1, &sink, pieces[0]);
+            gemv(kind, w, tiles[0].acts, s0, s1, &sink, pieces[0]);
         } else {
             gemm(kind, w, tiles, s0, s1, &sink, pieces);
         }
     };
-    if nth == 1 {
-        job(0, &mut pieces[0]);
+    if n_chunks == 1 {
+        job(0, &mut pieces);
         return;
     }
-    let slots: Vec<Mutex<Vec<&mut [O]>>> = pieces.into_iter().map(Mutex::new).collect();
-    threads::parallel_for(nth, |i| {
-        let mut p = slots[i].lock().unwrap_or_else(|e| e.into_inner());
-        job(i, &mut p);
+    let slots: Vec<Mutex<&mut [&mut [O]]>> = pieces.chunks_mut(n_tokens).map(Mutex::new).collect();
+    threads::parallel_for(n_chunks, |c| {
+        let mut p = slots[c].lock().unwrap_or_else(|e| e.into_inner());
+        job(c, &mut p);
     });
 }
 
 /// Turns raw kernel sums into outputs for one thread's rows.
 struct Sink<'a, F> {
-    acts: &'a QuantizedActivations,
+    sums: &'a [i32],
     rows: usize,
     /// First row owned by this thread.
     row0: usize,
@@ -300,7 +416,7 @@ impl<F> Sink<'_, F> {
     {
         let first = s * STRIP_ROWS;
         let n = STRIP_ROWS.min(self.rows - first);
-        let sum = self.acts.sums()[t];
+        let sum = self.sums[t];
         let dst = &mut dst[first - self.row0..first - self.row0 + n];
         for (d, &r) in dst.iter_mut().zip(raw) {
             *d = (self.emit)(r - sum, t);
@@ -425,5 +541,11 @@ mod tests {
         let acts = QuantizedActivations::quantize(&[1.0; 5], 1, 5).unwrap();
         assert!(ternary_matmul_quantized(&w, &acts, &mut y).is_err());
         ternary_matmul(&w, &[], 0, &mut []).unwrap();
+        let mut bad = [1.0f32; 8];
+        bad[6] = f32::INFINITY;
+        let err = ternary_matmul(&w, &bad, 2, &mut [0f32; 4])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token 1, column 2"), "{err}");
     }
 }

@@ -2,18 +2,20 @@
 //!
 //! Decoding one token runs ~200 small matmuls of a few tens of microseconds each, so the cost
 //! of waking workers matters as much as the kernels. The default pool ([`PoolKind::Spin`]) is a
-//! small spin-then-park barrier pool in the style of candle's `barrier_pool()`: the caller is
-//! thread 0 and publishes a job by bumping an epoch counter; workers spin on it for a short
-//! while (`BITNET_SPIN_US`, default 200 µs) before parking on a condvar, and the caller spins
-//! until every worker has checked out. [`PoolKind::Rayon`] runs the same jobs on a dedicated
-//! rayon pool (`ThreadPool::broadcast`) for comparison.
+//! small spin-then-park pool in the style of candle's `barrier_pool()`: the caller publishes a
+//! job by bumping an epoch counter; workers spin on it for a short while (`BITNET_SPIN_US`,
+//! default 200 µs) before parking on a condvar. Tasks are claimed from a shared counter by every
+//! running thread, the caller included, and the caller withdraws the job from workers that have
+//! not started by the time all tasks are claimed, so an oversubscribed machine (a worker not
+//! scheduled) costs little. [`PoolKind::Rayon`] runs the same jobs on a dedicated rayon pool
+//! (`ThreadPool::broadcast`) for comparison.
 //!
 //! Thread count: `BITNET_NUM_THREADS`, else the number of available CPUs; change it with
 //! [`set_num_threads`]. Calls made while the pool is busy (from another thread, or nested from
 //! inside a job) run inline on the calling thread, so the pool never deadlocks.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,7 +41,9 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 struct Global {
     n_threads: usize,
     kind: PoolKind,
-    spin: Option<Arc<SpinPool>>,
+    /// Spin time of idle spin-pool workers; `None` = `BITNET_SPIN_US` or the default.
+    spin: Option<Duration>,
+    pool: Option<Arc<SpinPool>>,
     rayon: Option<Arc<rayon::ThreadPool>>,
 }
 
@@ -77,6 +81,7 @@ fn with_global<R>(f: impl FnOnce(&mut Global) -> R) -> R {
         n_threads: default_threads(),
         kind: default_kind(),
         spin: None,
+        pool: None,
         rayon: None,
     });
     f(g)
@@ -99,9 +104,19 @@ pub fn set_num_threads(n: usize) {
             return (None, None);
         }
         g.n_threads = n;
-        (g.spin.take(), g.rayon.take())
+        (g.pool.take(), g.rayon.take())
     });
     // Dropped outside the lock: joining workers can take a moment.
+    drop(old);
+}
+
+/// Sets how long idle spin-pool workers spin before parking (overrides `BITNET_SPIN_US`);
+/// the spin pool is restarted with the new value on the next job.
+pub fn set_spin_duration(spin: Duration) {
+    let old = with_global(|g| {
+        g.spin = Some(spin);
+        g.pool.take()
+    });
     drop(old);
 }
 
@@ -128,7 +143,7 @@ fn runner() -> Runner {
             match g.kind {
                 _ if g.n_threads <= 1 => return Runner::Inline,
                 PoolKind::Spin => {
-                    if let Some(p) = &g.spin {
+                    if let Some(p) = &g.pool {
                         return Runner::Spin(Arc::clone(p));
                     }
                 }
@@ -143,9 +158,10 @@ fn runner() -> Runner {
     with_global(|g| match g.kind {
         _ if g.n_threads <= 1 => Runner::Inline,
         PoolKind::Spin => {
-            let n = g.n_threads;
+            let (n, spin) = (g.n_threads, g.spin.unwrap_or_else(spin_duration));
             Runner::Spin(Arc::clone(
-                g.spin.get_or_insert_with(|| Arc::new(SpinPool::new(n))),
+                g.pool
+                    .get_or_insert_with(|| Arc::new(SpinPool::new(n, spin))),
             ))
         }
         PoolKind::Rayon => {
@@ -171,9 +187,11 @@ fn runner() -> Runner {
 
 /// Runs `f(i)` for every `i` in `0..n_tasks`, spread over the pool; returns when all are done.
 ///
-/// Task `i` runs on thread `i % num_threads()` (the caller is thread 0), so with
-/// `n_tasks == num_threads()` every thread gets exactly one task. A panic in a task is
-/// re-raised on the caller after every task has finished.
+/// Tasks are claimed one at a time from a shared counter by whichever threads are running
+/// (the caller included), so a worker that the OS has not scheduled yet never delays the job:
+/// the caller takes its tasks and, once all are claimed, withdraws the offer to workers that
+/// have not started. A panic in a task is re-raised on the caller after every started task
+/// has finished.
 pub fn parallel_for<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
     if n_tasks == 0 {
         return;
@@ -186,24 +204,39 @@ pub fn parallel_for<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
         Runner::Inline => (0..n_tasks).for_each(f),
         Runner::Spin(pool) => pool.run(n_tasks, &f),
         Runner::Rayon(pool) => {
-            let nth = pool.current_num_threads();
-            pool.broadcast(|ctx| {
-                for i in (ctx.index()..n_tasks).step_by(nth) {
-                    f(i);
-                }
-            });
+            let next = AtomicUsize::new(0);
+            pool.broadcast(|_| claim_tasks(&next, n_tasks, &f));
         }
+    }
+}
+
+fn claim_tasks(next: &AtomicUsize, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n_tasks {
+            return;
+        }
+        f(i);
     }
 }
 
 type Job<'a> = &'a (dyn Fn(usize) + Sync + 'a);
 
+/// A worker's part in the current job.
+const IDLE: u8 = 0;
+/// Offered the current job, not yet started (the caller may withdraw the offer).
+const OFFERED: u8 = 1;
+/// Running the current job: the caller must wait for it.
+const RUNNING: u8 = 2;
+
 struct Shared {
-    /// Bumped once per job; workers run a job when it differs from the last one they saw.
+    /// Bumped once per job; wakes workers.
     epoch: AtomicUsize,
-    /// Workers that have not yet finished the current job.
-    pending: AtomicUsize,
-    /// The current job: (closure, number of tasks). Valid only while a job is in flight.
+    /// Per worker: IDLE, OFFERED or RUNNING.
+    state: Vec<AtomicU8>,
+    /// Next unclaimed task of the current job.
+    next: AtomicUsize,
+    /// The current job: (closure, number of tasks). Read only by a worker in RUNNING state.
     job: Mutex<Option<(Job<'static>, usize)>>,
     /// Workers currently parked on `wake`.
     sleeping: AtomicUsize,
@@ -216,7 +249,6 @@ struct Shared {
 
 struct SpinPool {
     shared: Arc<Shared>,
-    n_threads: usize,
     /// Held while a job is in flight; a second caller runs inline instead of waiting.
     busy: Mutex<()>,
     workers: Vec<JoinHandle<()>>,
@@ -227,46 +259,91 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SpinPool {
-    fn new(n_threads: usize) -> SpinPool {
+    fn new(n_threads: usize, spin: Duration) -> SpinPool {
+        let n_workers = n_threads.saturating_sub(1);
         let shared = Arc::new(Shared {
             epoch: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            state: (0..n_workers).map(|_| AtomicU8::new(IDLE)).collect(),
+            next: AtomicUsize::new(0),
             job: Mutex::new(None),
             sleeping: AtomicUsize::new(0),
             park: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
-            spin: spin_duration(),
+            spin,
         });
-        let mut workers = Vec::new();
-        let epoch0 = shared.epoch.load(Ordering::SeqCst);
-        for tid in 1..n_threads {
-            let s = Arc::clone(&shared);
+        let mut pool = SpinPool {
+            shared,
+            busy: Mutex::new(()),
+            workers: Vec::with_capacity(n_workers),
+        };
+        for w in 0..n_workers {
+            let s = Arc::clone(&pool.shared);
             let spawned = std::thread::Builder::new()
-                .name(format!("bitnet-worker-{tid}"))
-                .spawn(move || worker_loop(&s, tid, n_threads, epoch0));
+                .name(format!("bitnet-worker-{}", w + 1))
+                .spawn(move || worker_loop(&s, w));
             match spawned {
-                Ok(h) => workers.push(h),
-                Err(_) => {
-                    // Workers split tasks by the planned thread count, so a partial pool
-                    // would skip tasks: stop the ones started and run everything inline.
-                    let mut partial = SpinPool {
-                        shared,
-                        n_threads: 1,
-                        busy: Mutex::new(()),
-                        workers,
-                    };
-                    partial.stop_workers();
-                    return partial;
+                Ok(h) => pool.workers.push(h),
+                // Tasks are claimed dynamically, so fewer workers only means less help;
+                // never-started slots stay IDLE and are skipped.
+                Err(_) => break,
+            }
+        }
+        pool
+    }
+
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        let _busy = match self.busy.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                (0..n_tasks).for_each(f);
+                return;
+            }
+        };
+        let s = &*self.shared;
+        let workers = &s.state[..self.workers.len()];
+        if workers.is_empty() {
+            (0..n_tasks).for_each(f);
+            return;
+        }
+        // SAFETY: the erased lifetime is never observed past this call. A worker reads the
+        // job only after moving its state OFFERED -> RUNNING, and sets it back to IDLE after
+        // its last use. Before returning (or unwinding) this function withdraws every offer
+        // still pending and waits until no worker is RUNNING, then clears the slot.
+        let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(f) };
+        *lock(&s.job) = Some((job, n_tasks));
+        s.next.store(0, Ordering::SeqCst);
+        for st in workers {
+            st.store(OFFERED, Ordering::SeqCst);
+        }
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.sleeping.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&s.park);
+            s.wake.notify_all();
+        }
+        let mine = panic::catch_unwind(AssertUnwindSafe(|| claim_tasks(&s.next, n_tasks, f)));
+        // Every task is claimed: workers that have not started are no longer needed.
+        for st in workers {
+            let _ = st.compare_exchange(OFFERED, IDLE, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        let start = Instant::now();
+        for st in workers {
+            while st.load(Ordering::Acquire) == RUNNING {
+                if start.elapsed() < s.spin {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
                 }
             }
         }
-        SpinPool {
-            shared,
-            n_threads,
-            busy: Mutex::new(()),
-            workers,
+        *lock(&s.job) = None;
+        if let Err(p) = mine {
+            panic::resume_unwind(p);
+        }
+        if s.panicked.swap(false, Ordering::SeqCst) {
+            panic!("a bitnet-backend worker thread panicked while running a task");
         }
     }
 
@@ -282,54 +359,6 @@ impl SpinPool {
             let _ = h.join();
         }
     }
-
-    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        let _busy = match self.busy.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                (0..n_tasks).for_each(f);
-                return;
-            }
-        };
-        let nth = self.n_threads;
-        if nth <= 1 {
-            (0..n_tasks).for_each(f);
-            return;
-        }
-        let s = &*self.shared;
-        // SAFETY: the erased lifetime is never observed past this call: workers only use the
-        // job between seeing the new epoch and decrementing `pending`, this function does not
-        // return (or unwind) before `pending` is 0, and the slot is cleared before returning.
-        let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(f) };
-        *lock(&s.job) = Some((job, n_tasks));
-        s.pending.store(self.workers.len(), Ordering::SeqCst);
-        s.epoch.fetch_add(1, Ordering::SeqCst);
-        if s.sleeping.load(Ordering::SeqCst) > 0 {
-            let _g = lock(&s.park);
-            s.wake.notify_all();
-        }
-        let mine = panic::catch_unwind(AssertUnwindSafe(|| {
-            for i in (0..n_tasks).step_by(nth) {
-                f(i);
-            }
-        }));
-        let start = Instant::now();
-        while s.pending.load(Ordering::Acquire) != 0 {
-            if start.elapsed() < s.spin {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        *lock(&s.job) = None;
-        if let Err(p) = mine {
-            panic::resume_unwind(p);
-        }
-        if s.panicked.swap(false, Ordering::SeqCst) {
-            panic!("a bitnet-backend worker thread panicked while running a task");
-        }
-    }
 }
 
 impl Drop for SpinPool {
@@ -338,17 +367,22 @@ impl Drop for SpinPool {
     }
 }
 
-/// `seen` is the epoch when the pool was created: a job published before this thread got to
-/// run must still be picked up.
-fn worker_loop(s: &Shared, tid: usize, nth: usize, mut seen: usize) {
+/// Worker `w`: waits for a new epoch (spinning for `spin`, then parked), then joins the job
+/// if its offer is still open.
+fn worker_loop(s: &Shared, w: usize) {
+    let mut seen = 0;
     loop {
         let start = Instant::now();
         let mut spins = 0u32;
         loop {
             let e = s.epoch.load(Ordering::Acquire);
-            if e != seen {
+            // An open offer is taken even if its epoch was seen before it was published.
+            if e != seen || s.state[w].load(Ordering::Acquire) == OFFERED {
                 seen = e;
                 break;
+            }
+            if s.shutdown.load(Ordering::Relaxed) {
+                return;
             }
             spins = spins.wrapping_add(1);
             // Checking the clock every 64 spins keeps its cost out of the wake-up latency.
@@ -358,7 +392,7 @@ fn worker_loop(s: &Shared, tid: usize, nth: usize, mut seen: usize) {
             }
             let mut g = lock(&s.park);
             s.sleeping.fetch_add(1, Ordering::SeqCst);
-            while s.epoch.load(Ordering::SeqCst) == seen {
+            while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
                 g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
             }
             s.sleeping.fetch_sub(1, Ordering::SeqCst);
@@ -366,18 +400,21 @@ fn worker_loop(s: &Shared, tid: usize, nth: usize, mut seen: usize) {
         if s.shutdown.load(Ordering::SeqCst) {
             return;
         }
+        let st = &s.state[w];
+        if st
+            .compare_exchange(OFFERED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            continue;
+        }
         let job = *lock(&s.job);
         if let Some((f, n_tasks)) = job {
-            let r = panic::catch_unwind(AssertUnwindSafe(|| {
-                for i in (tid..n_tasks).step_by(nth) {
-                    f(i);
-                }
-            }));
+            let r = panic::catch_unwind(AssertUnwindSafe(|| claim_tasks(&s.next, n_tasks, f)));
             if r.is_err() {
                 s.panicked.store(true, Ordering::SeqCst);
             }
         }
-        s.pending.fetch_sub(1, Ordering::Release);
+        st.store(IDLE, Ordering::Release);
     }
 }
 
@@ -402,7 +439,7 @@ mod tests {
 
     #[test]
     fn private_pool_runs_jobs_back_to_back_and_nested() {
-        let pool = SpinPool::new(3);
+        let pool = SpinPool::new(3, DEFAULT_SPIN);
         let total = AtomicU64::new(0);
         for round in 0..200u64 {
             pool.run(5, &|i| {
@@ -422,7 +459,7 @@ mod tests {
     fn job_published_before_workers_start_is_not_lost() {
         // Regression: a worker that first ran after the epoch bump used to miss the job.
         for _ in 0..50 {
-            let pool = SpinPool::new(3);
+            let pool = SpinPool::new(3, DEFAULT_SPIN);
             let count = AtomicU64::new(0);
             pool.run(3, &|_| {
                 count.fetch_add(1, Ordering::Relaxed);
@@ -433,7 +470,7 @@ mod tests {
 
     #[test]
     fn task_panic_reaches_the_caller_and_pool_survives() {
-        let pool = SpinPool::new(2);
+        let pool = SpinPool::new(2, DEFAULT_SPIN);
         let r = panic::catch_unwind(AssertUnwindSafe(|| {
             pool.run(2, &|i| {
                 if i == 1 {
