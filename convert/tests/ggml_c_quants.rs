@@ -13,51 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bitnet_backend::formats::{q4_0, q6_k, q8_0};
+use common::{llama_cpp_sources, run};
 
-const CRATE: &str = "llama-cpp-sys-2";
-const VERSION: &str = "0.1.161";
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The downloaded `.crate` archive, fetching it into cargo's registry cache if needed.
-fn crate_archive() -> PathBuf {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
-    let find = || -> Option<PathBuf> {
-        std::fs::read_dir(cargo_home.join("registry/cache"))
-            .ok()?
-            .flatten()
-            .map(|d| d.path().join(format!("{CRATE}-{VERSION}.crate")))
-            .find(|p| p.is_file())
-    };
-    if let Some(p) = find() {
-        return p;
-    }
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["info", &format!("{CRATE}@{VERSION}")]),
-    );
-    find().expect("cargo info did not leave the crate in the registry cache")
-}
+mod common;
 
 /// Builds a driver that quantizes a raw f32 file with ggml's reference functions.
 fn build_driver(work: &Path) -> PathBuf {
-    run(Command::new("tar")
-        .arg("xzf")
-        .arg(crate_archive())
-        .arg("-C")
-        .arg(work));
-    let ggml = work.join(format!("{CRATE}-{VERSION}/llama.cpp/ggml"));
+    let ggml = llama_cpp_sources(work).join("ggml");
     let driver = work.join("driver.c");
     std::fs::write(
         &driver,

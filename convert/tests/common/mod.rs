@@ -599,3 +599,54 @@ pub fn workspace_root() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// llama.cpp sources vendored in the `llama-cpp-sys-2` crate (fetched into cargo's registry
+/// cache with `cargo info` when absent), extracted under `work`; returns the llama.cpp root.
+pub fn llama_cpp_sources(work: &Path) -> PathBuf {
+    const CRATE: &str = "llama-cpp-sys-2";
+    const VERSION: &str = "0.1.161";
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
+    let find = || -> Option<PathBuf> {
+        std::fs::read_dir(cargo_home.join("registry/cache"))
+            .ok()?
+            .flatten()
+            .map(|d| d.path().join(format!("{CRATE}-{VERSION}.crate")))
+            .find(|p| p.is_file())
+    };
+    let archive = match find() {
+        Some(p) => p,
+        None => {
+            run(std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .args(["info", &format!("{CRATE}@{VERSION}")]));
+            find().expect("cargo info did not leave the crate in the registry cache")
+        }
+    };
+    let root = work.join(format!("{CRATE}-{VERSION}/llama.cpp"));
+    if !root.is_dir() {
+        std::fs::create_dir_all(work).unwrap();
+        run(std::process::Command::new("tar")
+            .arg("xzf")
+            .arg(archive)
+            .arg("-C")
+            .arg(work));
+    }
+    root
+}
+
+/// Runs a command, panicking with its stderr if it fails.
+pub fn run(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
