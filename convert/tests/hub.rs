@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use bitnet_backend::gguf::GgufFile;
-use bitnet_convert::hf::hub::fetch;
+use bitnet_convert::hf::hub::{fetch, fetch_file, list_files};
 use bitnet_convert::{convert, ConvertError, ConvertOptions, HubConfig, NoProgress, OutType};
 use common::*;
 
@@ -61,6 +61,24 @@ fn serve(
         }
     }
     let mut out = stream;
+    let api = format!(
+        "/api/models/{}/revision/main",
+        prefix
+            .trim_start_matches('/')
+            .trim_end_matches("/resolve/main/")
+    );
+    if method == "GET" && path == api {
+        let siblings: Vec<serde_json::Value> = files
+            .keys()
+            .map(|f| serde_json::json!({"rfilename": f}))
+            .collect();
+        let body = serde_json::json!({"sha": COMMIT, "siblings": siblings}).to_string();
+        return write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
     let file = path.strip_prefix(prefix).and_then(|f| files.get(f));
     let Some(body) = file else {
         return out.write_all(
@@ -336,4 +354,45 @@ fn convert_reads_hub_settings_from_the_environment() {
     for k in ["HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE"] {
         std::env::remove_var(k);
     }
+}
+
+#[test]
+fn lists_files_and_fetches_one() {
+    let ck = generate(Spec::two_b4t());
+    let files = repo_files(ck.path());
+    let (endpoint, gets) = mock_hub("org/listing", files.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = hub_config(&endpoint, cache.path());
+    let mut listed = list_files("org/listing", "main", &cfg).unwrap();
+    listed.sort();
+    let mut want: Vec<String> = files.keys().cloned().collect();
+    want.sort();
+    assert_eq!(listed, want);
+
+    let p = fetch_file("org/listing", "main", "tokenizer.json", &cfg, &NoProgress).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), files["tokenizer.json"]);
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        1,
+        "exactly one file downloaded"
+    );
+    let e = fetch_file("org/listing", "main", "../config.json", &cfg, &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("not a plain file name"), "{e}");
+
+    // Offline: the cached snapshot holds exactly what was fetched.
+    let offline = HubConfig {
+        offline: true,
+        ..cfg.clone()
+    };
+    assert_eq!(
+        list_files("org/listing", "main", &offline).unwrap(),
+        vec!["tokenizer.json".to_string()]
+    );
+    let e = list_files("org/other", "main", &offline)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("offline") && e.contains("models--org--other"),
+        "{e}"
+    );
 }

@@ -112,32 +112,13 @@ pub fn fetch(
     cfg: &HubConfig,
     progress: &dyn ProgressSink,
 ) -> Result<PathBuf> {
-    let bad_revision = revision.is_empty()
-        || revision.starts_with('/')
-        || revision
-            .split('/')
-            .any(|p| p.is_empty() || p == "." || p == "..");
-    if bad_revision {
-        return Err(ConvertError::Option(format!(
-            "revision `{revision}` is not a branch, tag or commit name"
-        )));
-    }
-    let cache = Cache::new(cfg.cache_dir.clone());
-    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
-    let repo_dir = cfg.cache_dir.join(repo.folder_name());
-    let hub = Hub {
-        cfg,
-        cache: &cache,
-        repo: &repo,
-        repo_id,
-        revision,
-        repo_dir: &repo_dir,
-        agents: if cfg.offline {
-            None
-        } else {
-            Some(Agents::new(cfg))
-        },
-    };
+    with_hub(repo_id, revision, cfg, |hub| {
+        fetch_model_files(hub, progress)
+    })
+}
+
+/// config.json, the weights (all shards) and whichever tokenizer files exist.
+fn fetch_model_files(hub: &Hub, progress: &dyn ProgressSink) -> Result<PathBuf> {
     hub.require("config.json", progress)?;
     let index = hub.get("model.safetensors.index.json", progress)?;
     match index {
