@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use bitnet_backend::gguf::{GgmlType, GgufWriter, Value};
+use rayon::prelude::*;
 use safetensors::Dtype;
 
 use crate::arch::ArchPlan;
@@ -128,7 +129,7 @@ pub fn write(
                         }
                         let chunk = src
                             .read_f32_rows(entry, row, n)
-                            .and_then(|x| encode_float(&x, float_ty));
+                            .and_then(|x| encode_rows_parallel(&x, t.row_len(), float_ty));
                         match chunk {
                             Ok(bytes) => sink.write_all(&bytes)?,
                             Err(e) => {
@@ -187,6 +188,16 @@ pub fn write(
         file_size,
         elapsed: started.elapsed(),
     })
+}
+
+/// Encodes whole rows on all cores (Q6_K of a large embedding takes a while), in order.
+fn encode_rows_parallel(x: &[f32], row_len: usize, ty: EmbeddingType) -> Result<Vec<u8>> {
+    const ROWS_PER_TASK: usize = 64;
+    let parts: Vec<Vec<u8>> = x
+        .par_chunks(row_len * ROWS_PER_TASK)
+        .map(|rows| encode_float(rows, ty))
+        .collect::<Result<_>>()?;
+    Ok(parts.concat())
 }
 
 /// The share of a tensor's bytes that `n` of its `rows` rows account for (for progress only).
