@@ -45,6 +45,12 @@ impl std::fmt::Debug for TernaryMatrix {
     }
 }
 
+// Shared by every thread of the pool and by model code: must stay Send + Sync.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TernaryMatrix>();
+};
+
 /// Every 2-bit field = 1: all weights zero (also the padding).
 const ZERO_CODES: u8 = 0x55;
 const LOW_BIT_OF_PAIRS: u64 = 0x5555_5555_5555_5555;
@@ -66,15 +72,21 @@ fn reverse_pairs(x: u64) -> u64 {
     ((x >> 2) & 0x3333_3333_3333_3333) | ((x & 0x3333_3333_3333_3333) << 2)
 }
 
-/// Per-byte `v + 1` of eight ternary values, or `None` if any value is not in {-1, 0, 1}.
+/// The 32 I2_S-order bytes of one 128-value block (byte `j` holds values `j`, `j+32`, `j+64`,
+/// `j+96` at bits 7-6, 5-4, 3-2, 1-0), or `None` if a value is not in {-1, 0, 1}.
+/// Written as plain fixed-size loops so the compiler vectorizes it with baseline SIMD.
 #[inline]
-fn codes8(v: &[i8]) -> Option<u64> {
-    let bytes: [i8; 8] = [v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]];
-    let v = u64::from_le_bytes(bytes.map(|b| b as u8));
-    // Per-byte add of 1 without carries between bytes.
-    let c = ((v & 0x7F7F_7F7F_7F7F_7F7F) + 0x0101_0101_0101_0101) ^ (v & 0x8080_8080_8080_8080);
-    // Valid codes are 0, 1, 2: no bit above bit 1, and not both low bits.
-    (c & 0xFCFC_FCFC_FCFC_FCFC == 0 && !has_code3(c)).then_some(c)
+fn pack_block128(v: &[i8; BLOCK_COLS]) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    // Largest code seen; valid codes are 0, 1, 2 (value + 1, wrapping: -2 -> 255).
+    let mut max = 0u8;
+    for (j, o) in out.iter_mut().enumerate() {
+        let c = |k: usize| (v[k] as u8).wrapping_add(1);
+        let (a, b, c2, d) = (c(j), c(j + 32), c(j + 64), c(j + 96));
+        max = max.max(a).max(b).max(c2).max(d);
+        *o = a << 6 | b << 4 | c2 << 2 | d;
+    }
+    (max <= 2).then_some(out)
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
@@ -153,23 +165,24 @@ impl TernaryMatrix {
     /// Repacks row `row` from ternary values; `Err(column)` names the first non-ternary value.
     fn pack_row(&mut self, row: usize, vals: &[i8]) -> std::result::Result<(), usize> {
         let (s, r) = (row / STRIP_ROWS, row % STRIP_ROWS);
-        let mut padded = [0i8; BLOCK_COLS];
         for blk in 0..self.n_blocks {
             let lo = blk * BLOCK_COLS;
-            let src = if lo + BLOCK_COLS <= vals.len() {
-                &vals[lo..lo + BLOCK_COLS]
-            } else {
-                padded[..vals.len() - lo].copy_from_slice(&vals[lo..]);
-                &padded[..]
-            };
-            let out = self.block_mut(s, blk);
-            for j in 0..4 {
-                let mut word = 0u64;
-                for p in 0..4 {
-                    let c = codes8(&src[32 * p + 8 * j..]).ok_or(lo)?;
-                    word |= c << (6 - 2 * p);
+            let bytes = match vals.get(lo..lo + BLOCK_COLS) {
+                Some(full) => {
+                    let full: &[i8; BLOCK_COLS] = full.try_into().map_err(|_| lo)?;
+                    pack_block128(full)
                 }
-                put_pair(out, 2 * j, r, word);
+                None => {
+                    // Last, partial block: zero weights after the row's end.
+                    let mut block = [0i8; BLOCK_COLS];
+                    block[..vals.len() - lo].copy_from_slice(&vals[lo..]);
+                    pack_block128(&block)
+                }
+            }
+            .ok_or(lo)?;
+            let out = self.block_mut(s, blk);
+            for (m, piece) in bytes.chunks_exact(4).enumerate() {
+                out[m * GROUP_BYTES + 4 * r..][..4].copy_from_slice(piece);
             }
         }
         Ok(())
