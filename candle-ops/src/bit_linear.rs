@@ -1,6 +1,6 @@
 //! `BitLinear`: a ternary linear layer usable by any Candle model.
 //!
-//! ```no_run
+//! ```
 //! use candle_core::{Device, Module, Tensor};
 //! use bitnet_candle::BitLinear;
 //!
@@ -184,7 +184,7 @@ fn exact_ternary(values: &[f32]) -> Option<(Vec<i8>, f32)> {
         .map(|&v| match v {
             v if v == beta => Some(1i8),
             v if v == -beta => Some(-1),
-            v if v == 0.0 => Some(0),
+            0.0 => Some(0),
             _ => None,
         })
         .collect::<Option<Vec<i8>>>()

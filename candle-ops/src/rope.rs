@@ -40,7 +40,7 @@ impl RotaryEmbedding {
         freq_factors: Option<&[f32]>,
         device: &Device,
     ) -> Result<Self> {
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::Config(format!(
                 "rope needs an even, non-zero head dimension, got {head_dim}"
             )));

@@ -71,6 +71,9 @@ impl SamplingParams {
     }
 }
 
+/// Candidate `(token, logit)` pairs, best first, and their probabilities.
+type Candidates = (Vec<(u32, f32)>, Vec<f64>);
+
 /// A stateful sampler (owns the RNG).
 #[derive(Clone, Debug)]
 pub struct Sampler {
@@ -135,7 +138,7 @@ impl Sampler {
     /// The tokens that survive top-k (all of them, or for top-p enough of the head of the
     /// distribution), sorted by descending logit, with their probabilities after top-k and
     /// temperature. NaN and -inf logits are never chosen.
-    fn top_candidates(&self, logits: &[f32]) -> Result<(Vec<(u32, f32)>, Vec<f64>)> {
+    fn top_candidates(&self, logits: &[f32]) -> Result<Candidates> {
         let mut all: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()

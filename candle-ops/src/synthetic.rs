@@ -93,13 +93,15 @@ impl SyntheticSpec {
         if self.n_vocab < 260 {
             return bad(format!("n_vocab {} < 260", self.n_vocab));
         }
-        if self.n_head == 0 || self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+        if self.n_head == 0 || self.n_head_kv == 0 || !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!(
                 "heads {} / kv heads {}",
                 self.n_head, self.n_head_kv
             ));
         }
-        if self.n_embd % self.n_head != 0 || (self.n_embd / self.n_head) % 2 != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head)
+            || !(self.n_embd / self.n_head).is_multiple_of(2)
+        {
             return bad(format!("n_embd {} vs {} heads", self.n_embd, self.n_head));
         }
         if !matches!(

@@ -54,7 +54,7 @@ impl DenseType {
             DenseType::F32 => cols.checked_mul(4).ok_or_else(overflow),
             DenseType::F16 | DenseType::BF16 => cols.checked_mul(2).ok_or_else(overflow),
             DenseType::Q8_0 => {
-                if cols % Q8_0_BLOCK != 0 {
+                if !cols.is_multiple_of(Q8_0_BLOCK) {
                     return Err(Error::format(
                         "dense",
                         format!("Q8_0 rows need a multiple of {Q8_0_BLOCK} values, got {cols}"),
