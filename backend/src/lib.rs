@@ -12,6 +12,7 @@ pub mod bandwidth;
 pub mod dense;
 pub mod kernels;
 pub mod matmul;
+pub mod matmul_q8k;
 pub mod repack;
 pub mod threads;
 

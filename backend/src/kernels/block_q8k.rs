@@ -51,7 +51,13 @@ fn code(strip: &[u8], r: usize, k: usize) -> i32 {
 /// Portable version: the reference the SIMD kernel must match bit for bit.
 ///
 /// `strip` holds `2·nb` 128-column blocks; `dw[b·16 + r]` is row `r`'s weight scale of block `b`.
-pub(crate) fn strip_scalar(strip: &[u8], nb: usize, dw: &[f32], toks: &[TokenQ8k<'_>], out: &mut [[f32; STRIP_ROWS]]) {
+pub(crate) fn strip_scalar(
+    strip: &[u8],
+    nb: usize,
+    dw: &[f32],
+    toks: &[TokenQ8k<'_>],
+    out: &mut [[f32; STRIP_ROWS]],
+) {
     for (tok, o) in toks.iter().zip(out.iter_mut()) {
         for (r, y) in o.iter_mut().enumerate() {
             let mut sumf = [0f32; LANES];
@@ -101,8 +107,12 @@ pub(crate) mod avx512 {
         // SAFETY: both groups lie inside blocks 2b and 2b + 1 of the strip.
         let (g0, g1) = unsafe {
             (
-                _mm512_loadu_si512(w.add(2 * b * STRIP_BLOCK_BYTES + m * GROUP_BYTES) as *const __m512i),
-                _mm512_loadu_si512(w.add((2 * b + 1) * STRIP_BLOCK_BYTES + m * GROUP_BYTES) as *const __m512i),
+                _mm512_loadu_si512(
+                    w.add(2 * b * STRIP_BLOCK_BYTES + m * GROUP_BYTES) as *const __m512i
+                ),
+                _mm512_loadu_si512(
+                    w.add((2 * b + 1) * STRIP_BLOCK_BYTES + m * GROUP_BYTES) as *const __m512i
+                ),
             )
         };
         [
@@ -157,7 +167,13 @@ pub(crate) mod avx512 {
     /// CPU has AVX-512 F/BW/VNNI; `strip.len() == 2·nb·512`, `dw.len() == nb·16`, the token
     /// has `nb·256` values, `nb` scales and `nb` corrections.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(crate) unsafe fn strip_1(strip: &[u8], nb: usize, dw: &[f32], tok: &TokenQ8k<'_>, out: &mut [f32; STRIP_ROWS]) {
+    pub(crate) unsafe fn strip_1(
+        strip: &[u8],
+        nb: usize,
+        dw: &[f32],
+        tok: &TokenQ8k<'_>,
+        out: &mut [f32; STRIP_ROWS],
+    ) {
         let w = strip.as_ptr();
         let q = tok.qs.as_ptr();
         let mut sumf = [_mm512_setzero_ps(); LANES];
@@ -191,26 +207,27 @@ pub(crate) mod avx512 {
         out: &mut [[f32; STRIP_ROWS]],
     ) {
         let w = strip.as_ptr();
-        let mut lanes = [[_mm512_setzero_ps(); LANES]; N];
-        for m in 0..LANES {
-            let mut sumf = [_mm512_setzero_ps(); N];
+        // lanes[m][t]: lane m of token t, for all 16 rows.
+        let mut lanes = [[_mm512_setzero_ps(); N]; LANES];
+        for (m, sumf) in lanes.iter_mut().enumerate() {
             for b in 0..nb {
                 // SAFETY: 16 scales of block b are inside `dw`; groups inside the strip.
-                let (dv, c) = unsafe { (_mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)), codes(w, b, m)) };
-                for (t, s) in sumf.iter_mut().enumerate() {
-                    let tok = &toks[t];
+                let (dv, c) = unsafe {
+                    (
+                        _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)),
+                        codes(w, b, m),
+                    )
+                };
+                for (s, tok) in sumf.iter_mut().zip(toks) {
                     // SAFETY: b < nb: columns inside the token's values.
                     let lane = unsafe { lane_sum(&c, tok.qs.as_ptr(), b, m, tok.corr[b][m]) };
                     let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));
                     *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
                 }
             }
-            for (t, s) in sumf.into_iter().enumerate() {
-                lanes[t][m] = s;
-            }
         }
-        for (o, l) in out.iter_mut().zip(&lanes) {
-            store(o, hsum(l));
+        for (t, o) in out.iter_mut().enumerate() {
+            store(o, hsum(&lanes.map(|l| l[t])));
         }
     }
 }
