@@ -1,0 +1,426 @@
+//! `bitnet bench`: llama-bench's tests, flags and output formats.
+//!
+//! `pp<N>` evaluates an N-token prompt in one batch from an empty cache; `tg<N>` generates N
+//! tokens one at a time from an empty cache (no sampling: token ids are fixed pseudo-random,
+//! as llama-bench does). Each test runs once to warm up, then `-r` times; the figure is the mean
+//! and standard deviation of the per-repetition tokens/s. With no `-m`, a BitNet b1.58
+//! 2B4T-shaped model with random ternary weights is generated first, so the command needs no
+//! download. The memory read bandwidth is measured in the same run and the decode roofline
+//! fraction (bytes read per token ÷ bandwidth) is printed beside the table.
+
+use crate::error::{CliError, CliResult};
+use crate::model_source;
+use bitnet_backend::gguf::GgmlType;
+use bitnet_candle::{KvDtype, LoadOptions, Model};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// GGUF files or hub repo ids [default: the built-in synthetic 2B4T-shaped model].
+    #[arg(short = 'm', long = "model", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Prompt lengths to test (pp), comma-separated; 0 skips.
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test (tg), comma-separated; 0 skips.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    pub n_gen: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub repetitions: usize,
+    /// Thread counts to test, comma-separated [default: every available CPU].
+    #[arg(short = 't', long = "threads", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Md)]
+    pub output: OutputFormat,
+    /// LM head / embedding type of the built-in synthetic model.
+    #[arg(long = "synthetic-embedding", value_enum, default_value_t = SyntheticEmbedding::F16)]
+    pub synthetic_embedding: SyntheticEmbedding,
+    /// Ternary weight type of the built-in synthetic model.
+    #[arg(long = "synthetic-type", value_enum, default_value_t = SyntheticTernary::I2S)]
+    pub synthetic_type: SyntheticTernary,
+    /// Skip the memory bandwidth measurement.
+    #[arg(long = "no-bandwidth")]
+    pub no_bandwidth: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Md,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntheticEmbedding {
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q6_k")]
+    Q6K,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntheticTernary {
+    #[value(name = "i2_s")]
+    I2S,
+    #[value(name = "tq2_0")]
+    Tq2_0,
+    #[value(name = "tq1_0")]
+    Tq1_0,
+}
+
+/// One result row, with llama-bench's JSON field names.
+#[derive(Serialize, Debug, Clone)]
+pub struct Record {
+    pub build_commit: &'static str,
+    pub cpu_info: String,
+    pub backends: &'static str,
+    pub kernel: String,
+    pub model_filename: String,
+    pub model_type: String,
+    pub model_size: u64,
+    pub model_n_params: u64,
+    pub n_threads: usize,
+    pub type_k: &'static str,
+    pub type_v: &'static str,
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub test_time: String,
+    pub avg_ns: u64,
+    pub stddev_ns: u64,
+    pub avg_ts: f64,
+    pub stddev_ts: f64,
+    pub samples_ns: Vec<u64>,
+    pub samples_ts: Vec<f64>,
+    /// Bytes of weights one decode step reads.
+    pub weight_bytes_per_token: u64,
+}
+
+/// Decode roofline for one thread count.
+struct Roofline {
+    n_threads: usize,
+    bandwidth_gb_s: f64,
+}
+
+pub fn run(args: &BenchArgs) -> CliResult {
+    if args.repetitions == 0 {
+        return Err(CliError::Usage("-r must be at least 1".into()));
+    }
+    let threads = if args.threads.is_empty() {
+        vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) {
+        return Err(CliError::Usage("-t values must be at least 1".into()));
+    }
+
+    // Kept alive until the end: the synthetic model's file lives in it.
+    let mut _synthetic_dir = None;
+    let model_paths: Vec<PathBuf> = if args.models.is_empty() {
+        let dir = tempfile::tempdir().map_err(|e| CliError::Io {
+            what: "create temporary folder",
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
+        let path = dir.path().join("synthetic-2b4t.gguf");
+        write_synthetic(&path, args)?;
+        _synthetic_dir = Some(dir);
+        vec![path]
+    } else {
+        args.models
+            .iter()
+            .map(|m| model_source::resolve(m, false))
+            .collect::<CliResult<_>>()?
+    };
+
+    let mut records = Vec::new();
+    let mut rooflines = Vec::new();
+    if !args.no_bandwidth {
+        for &t in &threads {
+            let gb_s = bitnet_backend::bandwidth::measure_read_bandwidth(t);
+            eprintln!("memory read bandwidth, {t} threads: {gb_s:.1} GB/s");
+            rooflines.push(Roofline {
+                n_threads: t,
+                bandwidth_gb_s: gb_s,
+            });
+        }
+    }
+    for path in &model_paths {
+        let model = Model::load(path, &LoadOptions::default()).map_err(|e| CliError::Load {
+            path: path.clone(),
+            source: e,
+        })?;
+        for &t in &threads {
+            bitnet_backend::threads::set_num_threads(t);
+            for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
+                records.push(measure(&model, path, t, n, 0, args.repetitions)?);
+                if args.output == OutputFormat::Md {
+                    eprintln!("done: pp{n}, {t} threads");
+                }
+            }
+            for &n in args.n_gen.iter().filter(|&&n| n > 0) {
+                records.push(measure(&model, path, t, 0, n, args.repetitions)?);
+                if args.output == OutputFormat::Md {
+                    eprintln!("done: tg{n}, {t} threads");
+                }
+            }
+        }
+    }
+
+    match args.output {
+        OutputFormat::Md => {
+            print!("{}", markdown(&records));
+            print!("{}", roofline_notes(&records, &rooflines));
+        }
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(&records)
+                .map_err(|e| CliError::Usage(format!("cannot encode results as JSON: {e}")))?;
+            println!("{json}");
+            eprint!("{}", roofline_notes(&records, &rooflines));
+        }
+    }
+    Ok(())
+}
+
+fn write_synthetic(path: &Path, args: &BenchArgs) -> CliResult {
+    use bitnet_candle::synthetic::{write_synthetic_gguf, SyntheticSpec};
+    let start = Instant::now();
+    let spec = SyntheticSpec {
+        embedding_type: match args.synthetic_embedding {
+            SyntheticEmbedding::F16 => GgmlType::F16,
+            SyntheticEmbedding::Q8_0 => GgmlType::Q8_0,
+            SyntheticEmbedding::Q6K => GgmlType::Q6_K,
+        },
+        ternary_type: match args.synthetic_type {
+            SyntheticTernary::I2S => GgmlType::I2S,
+            SyntheticTernary::Tq2_0 => GgmlType::TQ2_0,
+            SyntheticTernary::Tq1_0 => GgmlType::TQ1_0,
+        },
+        ..SyntheticSpec::bitnet_2b4t()
+    };
+    write_synthetic_gguf(path, &spec)?;
+    eprintln!(
+        "generated a BitNet b1.58 2B4T-shaped model with random ternary weights in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Fixed pseudo-random token ids (no sampling in benchmarks).
+fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn measure(
+    model: &Model,
+    path: &Path,
+    n_threads: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    repetitions: usize,
+) -> CliResult<Record> {
+    let n_ctx = (n_prompt + n_gen).max(1);
+    let mut cache = model.new_cache(n_ctx, KvDtype::F32)?;
+    let tokens = bench_tokens(n_ctx, model.n_vocab());
+    let mut run_once = || -> CliResult<u64> {
+        cache.reset();
+        let start = Instant::now();
+        if n_prompt > 0 {
+            model.forward(&mut cache, &tokens[..n_prompt], 0)?;
+        }
+        for (i, t) in tokens[n_prompt..n_prompt + n_gen].iter().enumerate() {
+            model.forward(&mut cache, std::slice::from_ref(t), n_prompt + i)?;
+        }
+        Ok(start.elapsed().as_nanos() as u64)
+    };
+    run_once()?; // warm-up
+    let samples_ns: Vec<u64> = (0..repetitions)
+        .map(|_| run_once())
+        .collect::<CliResult<_>>()?;
+    let n_tokens = (n_prompt + n_gen) as f64;
+    let samples_ts: Vec<f64> = samples_ns
+        .iter()
+        .map(|&ns| n_tokens * 1e9 / ns as f64)
+        .collect();
+    let (avg_ns, stddev_ns) =
+        mean_stddev(&samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    let (avg_ts, stddev_ts) = mean_stddev(&samples_ts);
+    Ok(Record {
+        build_commit: env!("CARGO_PKG_VERSION"),
+        cpu_info: cpu_name(),
+        backends: "CPU",
+        kernel: format!("{:?}", bitnet_backend::kernels::selected()),
+        model_filename: path.display().to_string(),
+        model_type: model.description(),
+        model_size: model.file_size(),
+        model_n_params: model.weights().n_params(),
+        n_threads,
+        type_k: "f32",
+        type_v: "f32",
+        n_prompt,
+        n_gen,
+        test_time: now_rfc3339(),
+        avg_ns: avg_ns as u64,
+        stddev_ns: stddev_ns as u64,
+        avg_ts,
+        stddev_ts,
+        samples_ns,
+        samples_ts,
+        weight_bytes_per_token: model.weights().weight_bytes_per_token() as u64,
+    })
+}
+
+/// Mean and sample standard deviation (0 for one sample), as llama-bench reports them.
+pub fn mean_stddev(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+fn test_name(r: &Record) -> String {
+    match (r.n_prompt, r.n_gen) {
+        (p, 0) => format!("pp{p}"),
+        (0, g) => format!("tg{g}"),
+        (p, g) => format!("pp{p}+tg{g}"),
+    }
+}
+
+/// llama-bench's markdown table.
+pub fn markdown(records: &[Record]) -> String {
+    let mut out = String::new();
+    out.push_str("| model                          |       size |     params | backend    | threads |            test |                  t/s |\n");
+    out.push_str("| ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: |\n");
+    for r in records {
+        out.push_str(&format!(
+            "| {:<30} | {:>10} | {:>10} | {:<10} | {:>7} | {:>15} | {:>20} |\n",
+            r.model_type,
+            format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64),
+            format!("{:.2} B", r.model_n_params as f64 / 1e9),
+            format!("CPU {}", r.kernel.to_lowercase()),
+            r.n_threads,
+            test_name(r),
+            format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
+        ));
+    }
+    out
+}
+
+fn roofline_notes(records: &[Record], rooflines: &[Roofline]) -> String {
+    let mut out = String::new();
+    for r in records.iter().filter(|r| r.n_prompt == 0 && r.n_gen > 0) {
+        let Some(roof) = rooflines.iter().find(|x| x.n_threads == r.n_threads) else {
+            continue;
+        };
+        let gb_per_token = r.weight_bytes_per_token as f64 / 1e9;
+        let roof_ts = roof.bandwidth_gb_s / gb_per_token;
+        out.push_str(&format!(
+            "\n{} with {} threads: {:.1} tok/s × {:.3} GB/token = {:.1} GB/s of {:.1} GB/s measured read bandwidth ({:.0}% of the {:.1} tok/s roofline)",
+            test_name(r),
+            r.n_threads,
+            r.avg_ts,
+            gb_per_token,
+            r.avg_ts * gb_per_token,
+            roof.bandwidth_gb_s,
+            100.0 * r.avg_ts / roof_ts,
+            roof_ts
+        ));
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// UTC time in RFC 3339 (llama-bench's `test_time`), without a date crate.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_stddev() {
+        let (m, s) = mean_stddev(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert!((m - 5.0).abs() < 1e-12);
+        assert!((s - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_stddev(&[3.0]), (3.0, 0.0));
+    }
+
+    #[test]
+    fn bench_tokens_are_in_vocab_and_deterministic() {
+        let a = bench_tokens(1000, 321);
+        assert!(a.iter().all(|&t| t < 321));
+        assert_eq!(a, bench_tokens(1000, 321));
+        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 100);
+    }
+
+    #[test]
+    fn rfc3339_shape() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20);
+        assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+}

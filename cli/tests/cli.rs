@@ -1,0 +1,240 @@
+//! End-to-end tests of the `bitnet` binary (everything but `serve`, which has its own file).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        "run",
+        "chat",
+        "bench",
+        "perplexity",
+        "serve",
+        "info",
+        "convert",
+    ] {
+        let o = bitnet(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub} --help failed: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains("Usage: bitnet"),
+            "{sub}: {}",
+            stdout(&o)
+        );
+    }
+    assert!(bitnet(&["--help"]).status.success());
+}
+
+#[test]
+fn info_lists_metadata_and_tensors() {
+    let model = tiny_model().to_str().unwrap();
+    let o = bitnet(&["info", model]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("general.architecture"), "{out}");
+    assert!(out.contains("\"bitnet-b1.58\""), "{out}");
+    assert!(out.contains("blk.0.attn_q.weight"), "{out}");
+    assert!(out.contains("I2_S"), "{out}");
+    assert!(out.contains("token_embd.weight"), "{out}");
+}
+
+#[test]
+fn info_on_garbage_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let o = bitnet(&["info", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "GGUF");
+    let o = bitnet(&["info", "/nonexistent/model.gguf"]);
+    assert_clean_failure(&o, "/nonexistent/model.gguf");
+}
+
+#[test]
+fn run_streams_prompt_and_text_to_stdout_and_stats_to_stderr() {
+    let model = tiny_model().to_str().unwrap();
+    let args = [
+        "run",
+        "-m",
+        model,
+        "-p",
+        "Hello world",
+        "--temp",
+        "0",
+        "-n",
+        "12",
+        "-t",
+        "2",
+    ];
+    let first = bitnet(&args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let out = stdout(&first);
+    assert!(out.starts_with("Hello world"), "{out}");
+    assert!(
+        out.len() > "Hello world".len(),
+        "nothing generated: {out:?}"
+    );
+    let err = stderr(&first);
+    assert!(err.contains("tokens per second"), "{err}");
+    assert!(!out.contains("tokens per second"));
+    // Greedy decoding is deterministic.
+    let second = bitnet(&args);
+    assert_eq!(out, stdout(&second));
+}
+
+#[test]
+fn run_errors_are_one_line() {
+    let o = bitnet(&["run", "-m", "/nonexistent/x.gguf", "-p", "hi"]);
+    assert_clean_failure(&o, "/nonexistent/x.gguf");
+    let model = tiny_model().to_str().unwrap();
+    let o = bitnet(&["run", "-m", model]);
+    assert_clean_failure(&o, "-p");
+    let o = bitnet(&["run", "-m", model, "-p", "hi", "--top-p", "7"]);
+    assert_clean_failure(&o, "top_p");
+}
+
+#[test]
+fn bench_writes_llama_bench_json() {
+    let model = tiny_model().to_str().unwrap();
+    let o = bitnet(&[
+        "bench",
+        "-m",
+        model,
+        "-p",
+        "16",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "-t",
+        "1,2",
+        "-o",
+        "json",
+        "--no-bandwidth",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("stdout is JSON");
+    let records = v.as_array().expect("a list of records");
+    assert_eq!(records.len(), 4);
+    for r in records {
+        for key in [
+            "n_prompt",
+            "n_gen",
+            "n_threads",
+            "avg_ts",
+            "stddev_ts",
+            "model_filename",
+            "samples_ts",
+        ] {
+            assert!(r.get(key).is_some(), "record lacks {key}: {r}");
+        }
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2);
+    }
+    let tests: Vec<(u64, u64, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["n_prompt"].as_u64().unwrap(),
+                r["n_gen"].as_u64().unwrap(),
+                r["n_threads"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(tests, vec![(16, 0, 1), (0, 4, 1), (16, 0, 2), (0, 4, 2)]);
+}
+
+#[test]
+fn bench_markdown_table() {
+    let model = tiny_model().to_str().unwrap();
+    let o = bitnet(&[
+        "bench", "-m", model, "-p", "8", "-n", "2", "-r", "1", "-t", "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("| model"), "{out}");
+    assert!(out.contains("pp8") && out.contains("tg2"), "{out}");
+    assert!(out.contains("roofline"), "{out}");
+}
+
+#[test]
+fn perplexity_reports_a_final_estimate() {
+    let model = tiny_model().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(20),
+    )
+    .unwrap();
+    let o = bitnet(&[
+        "perplexity",
+        "-m",
+        model,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Final estimate: PPL = "))
+        .expect(&out);
+    let ppl: f64 = line["Final estimate: PPL = ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ppl.is_finite() && ppl >= 1.0, "{line}");
+    assert!(out.starts_with("[1]"), "{out}");
+}
+
+#[test]
+fn convert_then_run_a_transformers_fixture() {
+    let fixture = fixture_dir("bitnet-gqa4-autobitlinear");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let o = bitnet(&[
+        "convert",
+        fixture.to_str().unwrap(),
+        "--outtype",
+        "tq2_0",
+        "--outfile",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.is_file());
+    let o = bitnet(&["info", out.to_str().unwrap()]);
+    assert!(stdout(&o).contains("TQ2_0"), "{}", stdout(&o));
+    let o = bitnet(&[
+        "run",
+        "-m",
+        out.to_str().unwrap(),
+        "-p",
+        "the",
+        "--temp",
+        "0",
+        "-n",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn convert_of_a_missing_folder_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let o = bitnet(&[
+        "convert",
+        "/nonexistent/folder",
+        "--outfile",
+        out.to_str().unwrap(),
+        "--offline",
+    ]);
+    assert!(!o.status.success());
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
