@@ -84,17 +84,77 @@ pub fn ternary_matmul_with(
 ) -> Result<()> {
     kernels::check_available(kind)?;
     check_out_len(w, n_tokens, y.len())?;
-    match n_tokens.checked_mul(w.cols()) {
-        Some(n) if n == x.len() => {}
-        _ => {
-            return Err(shape_error(format!(
-                "input has {} values, expected n_tokens × cols = {n_tokens} × {}",
-                x.len(),
-                w.cols()
-            )))
-        }
+    check_in_len(w.cols(), n_tokens, x.len())?;
+    with_scratch(|s| {
+        let src = Source::Float { x, cols: w.cols() };
+        matmul_f32(kind, vec![(w, y)], src, n_tokens, s)
+    })
+}
+
+fn check_in_len(cols: usize, n_tokens: usize, got: usize) -> Result<()> {
+    match n_tokens.checked_mul(cols) {
+        Some(n) if n == got => Ok(()),
+        _ => Err(shape_error(format!(
+            "input has {got} values, expected n_tokens × cols = {n_tokens} × {cols}"
+        ))),
     }
-    with_scratch(|s| matmul_f32(kind, w, Source::Float { x, cols: w.cols() }, n_tokens, s, y))
+}
+
+/// Several matrices applied to the same input, e.g. the q, k and v (or gate and up)
+/// projections: the input is quantized once and every matrix is computed in one pool dispatch.
+/// All matrices must have the same `cols`; `ys[i]` is `[n_tokens, ws[i].rows()]`. Results are
+/// identical to separate [`ternary_matmul`] calls.
+pub fn ternary_matmul_multi(
+    ws: &[&TernaryMatrix],
+    x: &[f32],
+    n_tokens: usize,
+    ys: &mut [&mut [f32]],
+) -> Result<()> {
+    ternary_matmul_multi_with(kernels::selected(), ws, x, n_tokens, ys)
+}
+
+/// [`ternary_matmul_multi`] with an explicit kernel.
+pub fn ternary_matmul_multi_with(
+    kind: KernelKind,
+    ws: &[&TernaryMatrix],
+    x: &[f32],
+    n_tokens: usize,
+    ys: &mut [&mut [f32]],
+) -> Result<()> {
+    kernels::check_available(kind)?;
+    let Some(first) = ws.first() else {
+        return if ys.is_empty() {
+            Ok(())
+        } else {
+            Err(shape_error(format!("{} outputs for 0 matrices", ys.len())))
+        };
+    };
+    let cols = first.cols();
+    if ys.len() != ws.len() {
+        return Err(shape_error(format!(
+            "{} outputs for {} matrices",
+            ys.len(),
+            ws.len()
+        )));
+    }
+    for (i, (w, y)) in ws.iter().zip(ys.iter()).enumerate() {
+        if w.cols() != cols {
+            return Err(shape_error(format!(
+                "matrix {i} has {} columns, matrix 0 has {cols}",
+                w.cols()
+            )));
+        }
+        check_out_len(w, n_tokens, y.len())?;
+    }
+    check_in_len(cols, n_tokens, x.len())?;
+    with_scratch(|s| {
+        let jobs = ws
+            .iter()
+            .copied()
+            .zip(ys.iter_mut().map(|y| &mut **y))
+            .collect();
+        matmul_f32(kind, jobs, Source::Float { x, cols }, n_tokens, s)
+    })
 }
 
 /// `y = W·x` for activations already quantized (e.g. shared by the q, k and v projections,
@@ -115,7 +175,7 @@ pub fn ternary_matmul_quantized_with(
     y: &mut [f32],
 ) -> Result<()> {
     check(kind, w, acts, y.len())?;
-    with_scratch(|s| matmul_f32(kind, w, Source::Int(acts), acts.n_tokens(), s, y))
+    with_scratch(|s| matmul_f32(kind, vec![(w, y)], Source::Int(acts), acts.n_tokens(), s))
 }
 
 /// The exact integers `out[t · rows + r] = Σ_k w[r, k] · q[t, k]`.
@@ -141,7 +201,7 @@ pub fn ternary_matmul_i32_with(
         let plan = tile_plan(kind, n_tokens);
         prepare_tiles(kind, Source::Int(acts), &plan, stride, s)?;
         let tiles = tiles(&plan, stride, &s.tiles);
-        drive(kind, w, &tiles, &s.sums, out, |v, _| v);
+        drive(kind, vec![(w, out)], &tiles, &s.sums, |v, _, _| v);
         Ok(())
     })
 }
@@ -165,20 +225,27 @@ fn check(
 
 fn matmul_f32(
     kind: KernelKind,
-    w: &TernaryMatrix,
+    jobs: Vec<(&TernaryMatrix, &mut [f32])>,
     src: Source<'_>,
     n_tokens: usize,
     s: &mut Scratch,
-    y: &mut [f32],
 ) -> Result<()> {
-    let stride = w.n_blocks() * BLOCK_COLS;
+    let Some(&(w0, _)) = jobs.first() else {
+        return Ok(());
+    };
+    let stride = w0.n_blocks() * BLOCK_COLS;
     let plan = tile_plan(kind, n_tokens);
     prepare_tiles(kind, src, &plan, stride, s)?;
+    // factors[j · n_tokens + t] = w_scale(j) / s(t)
     s.factors.clear();
-    s.factors.extend(s.scales.iter().map(|&a| w.scale() / a));
+    for (w, _) in &jobs {
+        s.factors.extend(s.scales.iter().map(|&a| w.scale() / a));
+    }
     let tiles = tiles(&plan, stride, &s.tiles);
     let factors = &s.factors[..];
-    drive(kind, w, &tiles, &s.sums, y, |v, t| v as f32 * factors[t]);
+    drive(kind, jobs, &tiles, &s.sums, |v, j, t| {
+        v as f32 * factors[j * n_tokens + t]
+    });
     Ok(())
 }
 
@@ -335,50 +402,62 @@ fn tiles<'a>(plan: &[(usize, usize)], stride: usize, buf: &'a [i8]) -> Vec<Tile<
         .collect()
 }
 
-/// Splits the strips into contiguous chunks claimed by the pool's threads and runs the
-/// kernels; `emit(Σw·q, token)` makes an output.
+/// Splits the strips of every matrix into contiguous chunks claimed by the pool's threads
+/// and runs the kernels; `emit(Σw·q, matrix, token)` makes an output.
 fn drive<O, F>(
     kind: KernelKind,
-    w: &TernaryMatrix,
+    jobs: Vec<(&TernaryMatrix, &mut [O])>,
     tiles: &[Tile<'_>],
     sums: &[i32],
-    out: &mut [O],
     emit: F,
 ) where
     O: Send,
-    F: Fn(i32, usize) -> O + Sync,
+    F: Fn(i32, usize, usize) -> O + Sync,
 {
     let n_tokens = sums.len();
-    let rows = w.rows();
     if n_tokens == 0 {
         return;
     }
-    let n_strips = w.n_strips();
-    let macs = n_tokens * rows * w.cols();
-    let n_chunks = if macs < PARALLEL_MIN_MACS {
+    let total_strips: usize = jobs.iter().map(|(w, _)| w.n_strips()).sum();
+    let macs: usize = jobs
+        .iter()
+        .map(|(w, _)| n_tokens * w.rows() * w.cols())
+        .sum();
+    let target = if macs < PARALLEL_MIN_MACS {
         1
     } else {
-        (threads::num_threads() * CHUNKS_PER_THREAD).clamp(1, n_strips)
+        threads::num_threads() * CHUNKS_PER_THREAD
     };
-    let bound = |i: usize| n_strips * i / n_chunks;
-    let row_of = |strip: usize| (strip * STRIP_ROWS).min(rows);
-    // Chunk-major: chunk c owns, for every token, the slice of y holding its rows.
-    let mut rest: Vec<&mut [O]> = out.chunks_exact_mut(rows).collect();
-    let mut pieces: Vec<&mut [O]> = Vec::with_capacity(n_chunks * n_tokens);
-    for c in 0..n_chunks {
-        let len = row_of(bound(c + 1)) - row_of(bound(c));
-        for r in rest.iter_mut() {
-            let (mine, tail) = std::mem::take(r).split_at_mut(len);
-            pieces.push(mine);
-            *r = tail;
+    let chunk_strips = total_strips.div_ceil(target.max(1)).max(1);
+    // Chunk c covers strips s0..s1 of matrix j and owns, for every token, the slice of that
+    // matrix's output holding those rows (chunk-major in `pieces`).
+    let mut chunks: Vec<(usize, usize, usize)> = Vec::with_capacity(target + jobs.len());
+    let mut pieces: Vec<&mut [O]> = Vec::with_capacity((target + jobs.len()) * n_tokens);
+    let mut mats = Vec::with_capacity(jobs.len());
+    for (j, (w, out)) in jobs.into_iter().enumerate() {
+        let rows = w.rows();
+        let mut rest: Vec<&mut [O]> = out.chunks_exact_mut(rows).collect();
+        let n_strips = w.n_strips();
+        for s0 in (0..n_strips).step_by(chunk_strips) {
+            let s1 = (s0 + chunk_strips).min(n_strips);
+            let len = (s1 * STRIP_ROWS).min(rows) - s0 * STRIP_ROWS;
+            for r in rest.iter_mut() {
+                let (mine, tail) = std::mem::take(r).split_at_mut(len);
+                pieces.push(mine);
+                *r = tail;
+            }
+            chunks.push((j, s0, s1));
         }
+        mats.push(w);
     }
     let job = |c: usize, pieces: &mut [&mut [O]]| {
-        let (s0, s1) = (bound(c), bound(c + 1));
+        let (j, s0, s1) = chunks[c];
+        let w = mats[j];
         let sink = Sink {
             sums,
-            rows,
-            row0: row_of(s0),
+            rows: w.rows(),
+            row0: s0 * STRIP_ROWS,
+            matrix: j,
             emit: &emit,
         };
         if n_tokens == 1 {
@@ -387,23 +466,25 @@ fn drive<O, F>(
             gemm(kind, w, tiles, s0, s1, &sink, pieces);
         }
     };
-    if n_chunks == 1 {
+    if chunks.len() == 1 {
         job(0, &mut pieces);
         return;
     }
     let slots: Vec<Mutex<&mut [&mut [O]]>> = pieces.chunks_mut(n_tokens).map(Mutex::new).collect();
-    threads::parallel_for(n_chunks, |c| {
+    threads::parallel_for(chunks.len(), |c| {
         let mut p = slots[c].lock().unwrap_or_else(|e| e.into_inner());
         job(c, &mut p);
     });
 }
 
-/// Turns raw kernel sums into outputs for one thread's rows.
+/// Turns raw kernel sums into outputs for one chunk's rows.
 struct Sink<'a, F> {
     sums: &'a [i32],
     rows: usize,
-    /// First row owned by this thread.
+    /// First row of the chunk.
     row0: usize,
+    /// Index of the matrix in a multi-matmul.
+    matrix: usize,
     emit: &'a F,
 }
 
@@ -412,19 +493,19 @@ impl<F> Sink<'_, F> {
     #[inline]
     fn put<O>(&self, s: usize, t: usize, raw: &[i32; STRIP_ROWS], dst: &mut [O])
     where
-        F: Fn(i32, usize) -> O,
+        F: Fn(i32, usize, usize) -> O,
     {
         let first = s * STRIP_ROWS;
         let n = STRIP_ROWS.min(self.rows - first);
         let sum = self.sums[t];
         let dst = &mut dst[first - self.row0..first - self.row0 + n];
         for (d, &r) in dst.iter_mut().zip(raw) {
-            *d = (self.emit)(r - sum, t);
+            *d = (self.emit)(r - sum, self.matrix, t);
         }
     }
 }
 
-fn gemv<O, F: Fn(i32, usize) -> O>(
+fn gemv<O, F: Fn(i32, usize, usize) -> O>(
     kind: KernelKind,
     w: &TernaryMatrix,
     act: &[i8],
@@ -446,7 +527,7 @@ fn gemv<O, F: Fn(i32, usize) -> O>(
     }
 }
 
-fn gemm<O, F: Fn(i32, usize) -> O>(
+fn gemm<O, F: Fn(i32, usize, usize) -> O>(
     kind: KernelKind,
     w: &TernaryMatrix,
     tiles: &[Tile<'_>],

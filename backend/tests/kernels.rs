@@ -6,7 +6,8 @@
 use bitnet_backend::formats::{i2s, tq1_0, tq2_0};
 use bitnet_backend::kernels::{self, KernelKind};
 use bitnet_backend::matmul::{
-    ternary_matmul_i32_with, ternary_matmul_quantized_with, ternary_matmul_with,
+    ternary_matmul_i32_with, ternary_matmul_multi_with, ternary_matmul_quantized_with,
+    ternary_matmul_with,
 };
 use bitnet_backend::{threads, QuantizedActivations, TernaryMatrix};
 use proptest::prelude::*;
@@ -199,6 +200,58 @@ proptest! {
             prop_assert_eq!(m.scale(), 1.5);
         }
     }
+}
+
+#[test]
+fn multi_matmul_equals_separate_matmuls() {
+    let cols = 640;
+    let mut rng = Rng::new(11);
+    let shapes = [(160usize, 0.5f32), (33, 1.25), (400, 2.0)];
+    let mats: Vec<TernaryMatrix> = shapes
+        .iter()
+        .map(|&(rows, scale)| {
+            TernaryMatrix::from_ternary(&rng.ternary(rows * cols), rows, cols, scale).unwrap()
+        })
+        .collect();
+    let refs: Vec<&TernaryMatrix> = mats.iter().collect();
+    for n_tokens in [1usize, 7, 20] {
+        let x: Vec<f32> = (0..n_tokens * cols)
+            .map(|_| (rng.next() % 4001) as f32 / 1000.0 - 2.0)
+            .collect();
+        for kind in kernels::available() {
+            let mut ys: Vec<Vec<f32>> = mats
+                .iter()
+                .map(|m| vec![0f32; n_tokens * m.rows()])
+                .collect();
+            let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+            ternary_matmul_multi_with(kind, &refs, &x, n_tokens, &mut outs).unwrap();
+            for (m, y) in mats.iter().zip(&ys) {
+                let mut want = vec![0f32; n_tokens * m.rows()];
+                ternary_matmul_with(kind, m, &x, n_tokens, &mut want).unwrap();
+                assert!(
+                    want.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kind}, {n_tokens} tokens, {} rows",
+                    m.rows()
+                );
+            }
+        }
+    }
+    let other = TernaryMatrix::from_ternary(&[1; 8], 2, 4, 1.0).unwrap();
+    let mut a = vec![0f32; 160];
+    let mut b = vec![0f32; 2];
+    let err = ternary_matmul_multi_with(
+        KernelKind::Scalar,
+        &[&mats[0], &other],
+        &[0.5; 640],
+        1,
+        &mut [&mut a, &mut b],
+    );
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("matrix 1 has 4 columns"));
+    let err = ternary_matmul_multi_with(KernelKind::Scalar, &[&mats[0]], &[0.5; 640], 1, &mut []);
+    assert!(err.is_err());
 }
 
 /// Large enough to be split over threads; runs the pool with 1, 2 and 3 threads.
