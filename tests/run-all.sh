@@ -10,12 +10,12 @@ export BITNET_PYTHON="$root/.venv/bin/python"
 
 echo "== fmt + clippy" >&2
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== tests (x86_64)" >&2
-cargo test --workspace --locked
+cargo test --workspace
 
 echo "== NEON kernels under qemu-aarch64 (with and without dotprod)" >&2
 for kernel in neon neon-dotprod; do
-  BITNET_KERNEL=$kernel cargo test --locked -p bitnet-backend --target aarch64-unknown-linux-gnu --lib --tests
+  BITNET_KERNEL=$kernel cargo test -p bitnet-backend --target aarch64-unknown-linux-gnu --lib --tests
 done
