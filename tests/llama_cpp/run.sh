@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# End-to-end test of the ggml-bitnet plugin in unmodified llama.cpp (pinned b11434, built once by
+# build-llama.sh and cached outside the clone). For a tiny 1bitLLM-style checkpoint converted by
+# bitnet-convert to TQ2_0 and to TQ1_0 it checks that:
+#   - llama.cpp lists the plugin's device and loads it via GGML_BACKEND_PATH;
+#   - every MUL_MAT with a ternary weight runs in the plugin (eval callback of the logits host);
+#   - logits with the plugin equal llama.cpp's own CPU logits (within 1e-4 relative; in fact
+#     bit for bit) and greedy output of llama-completion is identical;
+#   - a host with another ggml version gets NULL from ggml_backend_init and a clear log line.
+# Prints "N passed, M failed".
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+here="$root/tests/llama_cpp"
+start=$SECONDS
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+
+llama="$(bash "$here/build-llama.sh")"
+bin="$llama/build/bin"
+echo "run: llama.cpp ready in $llama ($((SECONDS - start)) s)"
+
+cargo build -q -p bitnet-ggml-plugin --example tq_test_models
+plugin="$CARGO_TARGET_DIR/debug/libggml_bitnet.so"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$CARGO_TARGET_DIR/debug/examples/tq_test_models" "$work" >/dev/null
+
+g++ -O2 -std=c++17 "$here/logits.cpp" -I"$llama/src/include" -I"$llama/src/ggml/include" \
+  -L"$bin" -lllama -lggml -lggml-base -Wl,-rpath,"$bin" -o "$work/logits"
+gcc -O1 -rdynamic "$here/wrong_host.c" -ldl -o "$work/wrong_host"
+
+passed=0
+failed=0
+check() { # name, command...
+  local name="$1"
+  shift
+  if "$@" >"$work/out.txt" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok   $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name"
+    sed 's/^/     | /' "$work/out.txt" | tail -20
+  fi
+}
+
+listed() {
+  GGML_BACKEND_PATH="$plugin" "$bin/llama-completion" --list-devices >"$work/devices.txt" 2>&1
+  cat "$work/devices.txt"
+  grep -q "BITNET: bitnet-rs ternary kernels" "$work/devices.txt"
+}
+check "llama-completion --list-devices shows BITNET" listed
+
+# Token ids: llama.cpp cannot tokenize text with the tiny SentencePiece vocabulary (pieces
+# ▁p0..▁p279 and no byte fallback). 20 tokens = kernel tiles of 16 and 4.
+prompt="1,9,10,11,13,16,21,29,42,63,97,152,241,15,15,15,8,100,200,280"
+for ty in tq2_0 tq1_0; do
+  model="$work/tiny-$ty.gguf"
+  for threads in 1 2; do
+    logits_match() {
+      "$work/logits" dump "$bin" "$model" "$work/cpu.bin" "$prompt" "$threads" 24 >"$work/cpu.txt"
+      GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" "$work/plugin.bin" "$prompt" "$threads" 24 >"$work/plugin.txt"
+      cat "$work/cpu.txt" "$work/plugin.txt"
+      # Without the plugin nothing runs in it; with it, every ternary mat-mul does.
+      grep -Eq "ternary_mul_mats=([1-9][0-9]*) on_plugin=0$" "$work/cpu.txt"
+      local n
+      n="$(sed -E 's/.*ternary_mul_mats=([0-9]+).*/\1/' "$work/plugin.txt")"
+      grep -Eq "ternary_mul_mats=$n on_plugin=$n$" "$work/plugin.txt" && [ "$n" -gt 0 ]
+      # Same greedy continuation (24 single-token decodes) ...
+      [ "$(grep generated= "$work/cpu.txt")" = "$(grep generated= "$work/plugin.txt")" ]
+      # ... and the same logits for the prompt batch and every decode step.
+      "$work/logits" compare "$work/plugin.bin" "$work/cpu.bin" 1e-4
+    }
+    check "$ty, $threads thread(s): all ternary mat-muls on the plugin, same greedy tokens and logits" logits_match
+  done
+  greedy_same() {
+    # An empty prompt (BOS only): the vocabulary cannot tokenize text (see above).
+    local args=(-m "$model" -p "" -n 32 --temp 0 --seed 1 -t 2 -no-cnv --no-warmup -sp --ignore-eos -v)
+    "$bin/llama-completion" "${args[@]}" >"$work/cpu-gen.txt" 2>"$work/cpu-gen.log"
+    BITNET_GGML_STATS=1 GGML_BACKEND_PATH="$plugin" "$bin/llama-completion" "${args[@]}" \
+      >"$work/plugin-gen.txt" 2>"$work/plugin-gen.log"
+    grep -E "loaded BITNET backend|BITNET model buffer|ggml-bitnet" "$work/plugin-gen.log"
+    grep -Eq "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel" "$work/plugin-gen.log"
+    echo "cpu:    $(tr '\n' ' ' <"$work/cpu-gen.txt")"
+    echo "plugin: $(tr '\n' ' ' <"$work/plugin-gen.txt")"
+    [ -s "$work/cpu-gen.txt" ] && cmp "$work/cpu-gen.txt" "$work/plugin-gen.txt"
+  }
+  check "$ty: llama-completion runs on the plugin, greedy output identical" greedy_same
+done
+
+wrong_version() {
+  "$work/wrong_host" "$plugin" >"$work/wrong.txt" 2>&1
+  cat "$work/wrong.txt"
+  grep -q "returned NULL" "$work/wrong.txt" &&
+    grep -q "host ggml version 0.0.1-not-the-pinned-one differs from 0.26.0" "$work/wrong.txt"
+}
+check "plugin refuses a host with another ggml version" wrong_version
+
+echo "run: llama.cpp plugin tests took $((SECONDS - start)) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
