@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use crate::activation_quant::QuantizedActivations;
-use crate::kernels::{self, KernelKind, BLOCK_COLS, STRIP_ROWS};
+use crate::kernels::{self, KernelKind, TileActs, TileScratch, BLOCK_COLS, STRIP_ROWS};
 use crate::repack::TernaryMatrix;
 use crate::threads;
 use crate::{Error, Result};
@@ -25,11 +25,12 @@ use crate::{Error, Result};
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// Below this many activation values, tiles are prepared on the calling thread only.
 const PARALLEL_MIN_ACTS: usize = 1 << 16;
-/// Work chunks per pool thread: more balance the load (and let a running thread take over the
-/// share of one the OS has not scheduled), fewer keep weight streams long.
-const CHUNKS_PER_THREAD: usize = 4;
+/// Guided-schedule divisor: each work chunk is `1 / (GUIDE · threads)` of the strips left.
+const GUIDE: usize = 2;
+/// Smallest single-token chunk, in strips (the AVX-512 GEMV streams 4 strips at once).
+const MIN_GEMV_CHUNK: usize = 4;
 /// Strips per GEMV kernel call (bounds the stack buffer of raw sums).
-const GEMV_CHUNK: usize = 8;
+const GEMV_CHUNK: usize = 16;
 
 #[derive(Default)]
 struct Scratch {
@@ -423,23 +424,33 @@ fn drive<O, F>(
         .iter()
         .map(|(w, _)| n_tokens * w.rows() * w.cols())
         .sum();
-    let target = if macs < PARALLEL_MIN_MACS {
+    let nth = if macs < PARALLEL_MIN_MACS {
         1
     } else {
-        threads::num_threads() * CHUNKS_PER_THREAD
+        threads::num_threads()
     };
-    let chunk_strips = total_strips.div_ceil(target.max(1)).max(1);
+    // Guided schedule: each chunk takes 1/(GUIDE · nth) of the strips still left, so chunks
+    // start large (long weight streams) and shrink towards the end (short tail when one thread
+    // finishes before the other). Threads claim them in order.
+    let min_chunk = if n_tokens == 1 { MIN_GEMV_CHUNK } else { 1 };
+    let mut remaining = total_strips;
     // Chunk c covers strips s0..s1 of matrix j and owns, for every token, the slice of that
     // matrix's output holding those rows (chunk-major in `pieces`).
-    let mut chunks: Vec<(usize, usize, usize)> = Vec::with_capacity(target + jobs.len());
-    let mut pieces: Vec<&mut [O]> = Vec::with_capacity((target + jobs.len()) * n_tokens);
+    let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
+    let mut pieces: Vec<&mut [O]> = Vec::new();
     let mut mats = Vec::with_capacity(jobs.len());
     for (j, (w, out)) in jobs.into_iter().enumerate() {
         let rows = w.rows();
         let mut rest: Vec<&mut [O]> = out.chunks_exact_mut(rows).collect();
         let n_strips = w.n_strips();
-        for s0 in (0..n_strips).step_by(chunk_strips) {
-            let s1 = (s0 + chunk_strips).min(n_strips);
+        let mut s0 = 0;
+        while s0 < n_strips {
+            let want = if nth == 1 {
+                n_strips
+            } else {
+                (remaining / (GUIDE * nth)).max(min_chunk)
+            };
+            let s1 = s0.saturating_add(want).min(n_strips);
             let len = (s1 * STRIP_ROWS).min(rows) - s0 * STRIP_ROWS;
             for r in rest.iter_mut() {
                 let (mine, tail) = std::mem::take(r).split_at_mut(len);
@@ -447,6 +458,8 @@ fn drive<O, F>(
                 *r = tail;
             }
             chunks.push((j, s0, s1));
+            remaining -= s1 - s0;
+            s0 = s1;
         }
         mats.push(w);
     }
@@ -536,15 +549,21 @@ fn gemm<O, F: Fn(i32, usize, usize) -> O>(
     sink: &Sink<'_, F>,
     dst: &mut [&mut [O]],
 ) {
-    let mut raw = [[0i32; STRIP_ROWS]; 16];
+    let refs: Vec<TileActs<'_>> = tiles
+        .iter()
+        .map(|t| TileActs {
+            n: t.n,
+            acts: t.acts,
+        })
+        .collect();
+    let mut raw = vec![[0i32; STRIP_ROWS]; sink.sums.len()];
+    let mut scratch = TileScratch::default();
     for s in s0..s1 {
         let strip = w.strips(s, s + 1);
+        kernels::dot_strip_tiles(kind, strip, w.n_blocks(), &refs, &mut scratch, &mut raw);
         for tile in tiles {
-            let raw = &mut raw[..tile.n];
-            kernels::dot_strip_tile(kind, strip, w.n_blocks(), tile.acts, raw);
-            for (j, r) in raw.iter().enumerate() {
-                let t = tile.t0 + j;
-                sink.put(s, t, r, dst[t]);
+            for t in tile.t0..tile.t0 + tile.n {
+                sink.put(s, t, &raw[t], dst[t]);
             }
         }
     }

@@ -113,7 +113,7 @@ proptest! {
     fn every_kernel_gives_the_exact_integers(
         rows in 1usize..70,
         cols in cols_strategy(),
-        n_tokens in 1usize..21,
+        n_tokens in 1usize..41,
         acts in int_acts_strategy(),
         seed in any::<u64>(),
     ) {

@@ -314,6 +314,75 @@ pub(crate) fn dot_strip_tile(
     }
 }
 
+/// One token tile as the multi-tile kernel reads it: `n` tokens in the interleaved layout of
+/// [`dot_strip_tile`].
+#[derive(Clone, Copy)]
+pub(crate) struct TileActs<'a> {
+    pub n: usize,
+    pub acts: &'a [i8],
+}
+
+/// A 64-byte-aligned cache line of scratch memory.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line(#[allow(dead_code)] [u8; 64]);
+
+/// Reusable scratch for [`dot_strip_tiles`] (one strip's unpacked codes; only the AVX-512
+/// kernel uses it).
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct TileScratch(Vec<Line>);
+
+impl TileScratch {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn lines(&mut self, n: usize) -> &mut [Line] {
+        if self.0.len() < n {
+            self.0.resize(n, Line([0; 64]));
+        }
+        &mut self.0[..n]
+    }
+}
+
+/// Raw `Σ code·q` of one strip against several token tiles; `out` holds one entry per token,
+/// tile after tile. AVX-512 unpacks the strip's codes once into `scratch` and reuses them for
+/// every tile; other kernels run [`dot_strip_tile`] per tile.
+pub(crate) fn dot_strip_tiles(
+    kind: KernelKind,
+    strip: &[u8],
+    n_blocks: usize,
+    tiles: &[TileActs<'_>],
+    scratch: &mut TileScratch,
+    out: &mut [[i32; STRIP_ROWS]],
+) {
+    let n_tokens: usize = tiles.iter().map(|t| t.n).sum();
+    assert_eq!(out.len(), n_tokens);
+    assert_eq!(strip.len(), n_blocks * STRIP_BLOCK_BYTES);
+    assert!(n_blocks * BLOCK_COLS <= MAX_COLS);
+    for t in tiles {
+        assert!(
+            kind.tile_sizes().contains(&t.n),
+            "unsupported tile size {}",
+            t.n
+        );
+        assert_eq!(t.acts.len(), t.n * n_blocks * BLOCK_COLS);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kind == KernelKind::Avx512Vnni && n_tokens >= x86::avx512_vnni::UNPACK_MIN_TOKENS {
+        let buf = scratch.lines(n_blocks * GROUPS_PER_BLOCK * 4);
+        // SAFETY: the caller checked the CPU has AVX-512 F/BW/VNNI (Avx512Vnni is available);
+        // strip, tile and output lengths were asserted above, and `buf` holds 4 lines per group.
+        unsafe { x86::avx512_vnni::dot_strip_tiles(strip, n_blocks, tiles, buf, out) };
+        return;
+    }
+    let _ = &scratch;
+    let mut rest = out;
+    for t in tiles {
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(t.n);
+        dot_strip_tile(kind, strip, n_blocks, t.acts, mine);
+        rest = tail;
+    }
+}
+
 /// Quantizes one activation row: writes `q` (same length as `x`) and returns
 /// `(s, Σq)` with `s = 127 / max(|x|, 1e-5)`, or `None` when `x` holds a NaN or infinity.
 ///

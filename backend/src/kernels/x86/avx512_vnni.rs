@@ -3,8 +3,10 @@
 //!
 //! Single token: the 2-bit planes are only masked, not shifted (`w & 0xC0` is `64·code`), into
 //! four accumulators whose scale (64, 16, 4, 1) is removed exactly by arithmetic shifts at the
-//! end: 4 ANDs + 4 `vpdpbusd` per 256 weights. Token tiles: the planes are shifted down once
-//! and reused by every token of the tile.
+//! end: 4 ANDs + 4 `vpdpbusd` per 256 weights; four strips are streamed at once (more memory
+//! parallelism). Token tiles: the planes are shifted down once and reused by every token of the
+//! tile; with enough tokens a strip is unpacked once into scratch memory and shared by all
+//! tiles, leaving only `vpdpbusd` in the token loop.
 //!
 //! Safety contract of every function here: the CPU supports the enabled target features and
 //! the slice lengths satisfy the asserts in `kernels::mod` (checked by the dispatcher).
@@ -12,10 +14,11 @@
 use core::arch::x86_64::*;
 
 use crate::kernels::{act_scale, BLOCK_COLS, GROUPS_PER_BLOCK, GROUP_BYTES, NON_FINITE_BITS};
-use crate::kernels::{STRIP_BLOCK_BYTES, STRIP_ROWS};
+use crate::kernels::{Line, TileActs, STRIP_BLOCK_BYTES, STRIP_ROWS};
 
-/// How far ahead of the loads the weight streams are prefetched.
-const PREFETCH_BYTES: usize = 1024;
+/// How far ahead of the loads each weight stream is prefetched (measured: 2 KiB beats 0.5-1 KiB
+/// and 4 KiB with 4 streams per thread).
+const PREFETCH_BYTES: usize = 2048;
 
 /// Broadcasts the 4 bytes at `p` to every 32-bit lane (folds into `vpdpbusd`'s `{1to16}`
 /// memory operand).
@@ -49,6 +52,55 @@ fn store(out: &mut [i32; STRIP_ROWS], v: __m512i) {
     unsafe { _mm512_storeu_si512(out.as_mut_ptr() as *mut __m512i, v) }
 }
 
+/// `S` consecutive strips at once: `S` weight streams in flight (each prefetched ahead), one
+/// set of 4 broadcast activation groups shared by all of them.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `w` points to `S` strips of `strip_bytes` bytes; `act` holds
+/// `n_blocks · 128` values; `out.len() >= S`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn strips_s<const S: usize>(
+    w: *const u8,
+    strip_bytes: usize,
+    n_blocks: usize,
+    act: *const i8,
+    out: &mut [[i32; STRIP_ROWS]],
+) {
+    let masks = [
+        _mm512_set1_epi8(0xC0u8 as i8),
+        _mm512_set1_epi8(0x30),
+        _mm512_set1_epi8(0x0C),
+        _mm512_set1_epi8(0x03),
+    ];
+    let mut acc = [[_mm512_setzero_si512(); 4]; S];
+    for blk in 0..n_blocks {
+        for m in 0..GROUPS_PER_BLOCK {
+            let off = (blk * GROUPS_PER_BLOCK + m) * GROUP_BYTES;
+            let mut v = [_mm512_setzero_si512(); S];
+            for (i, v) in v.iter_mut().enumerate() {
+                let strip = w.wrapping_add(i * strip_bytes);
+                // SAFETY: `off + 64 <= strip_bytes`, so the load stays inside strip i;
+                // prefetches never fault and their address is formed with wrapping arithmetic.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(strip.wrapping_add(off + PREFETCH_BYTES) as _);
+                    *v = _mm512_loadu_si512(strip.add(off) as *const __m512i);
+                }
+            }
+            for (p, mask) in masks.iter().enumerate() {
+                // SAFETY: column blk·128 + 32p + 4m + 3 < n_blocks · 128.
+                let x = unsafe { bcast(act.add(blk * BLOCK_COLS + p * 32 + m * 4)) };
+                for (acc, v) in acc.iter_mut().zip(&v) {
+                    acc[p] = _mm512_dpbusd_epi32(acc[p], _mm512_and_si512(*v, *mask), x);
+                }
+            }
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        store(o, combine_planes(acc));
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(crate) unsafe fn dot_strips(
     strips: &[u8],
@@ -57,66 +109,31 @@ pub(crate) unsafe fn dot_strips(
     out: &mut [[i32; STRIP_ROWS]],
 ) {
     let strip_bytes = n_blocks * STRIP_BLOCK_BYTES;
-    let masks = [
-        _mm512_set1_epi8(0xC0u8 as i8),
-        _mm512_set1_epi8(0x30),
-        _mm512_set1_epi8(0x0C),
-        _mm512_set1_epi8(0x03),
-    ];
     let a = act.as_ptr();
-    let mut pairs = out.chunks_exact_mut(2);
-    let mut base = strips.as_ptr();
-    for pair in &mut pairs {
-        let wa = base;
-        // SAFETY: two strips remain in `strips`, so both starts are in bounds.
-        let wb = unsafe { wa.add(strip_bytes) };
-        let mut acc_a = [_mm512_setzero_si512(); 4];
-        let mut acc_b = [_mm512_setzero_si512(); 4];
-        for blk in 0..n_blocks {
-            for m in 0..GROUPS_PER_BLOCK {
-                let off = (blk * GROUPS_PER_BLOCK + m) * GROUP_BYTES;
-                // SAFETY: `off + 64 <= strip_bytes`, so both loads stay inside their strip;
-                // prefetches never fault, and their addresses are only formed with
-                // wrapping arithmetic.
-                let (va, vb) = unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(wa.wrapping_add(off + PREFETCH_BYTES) as _);
-                    _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(off + PREFETCH_BYTES) as _);
-                    (
-                        _mm512_loadu_si512(wa.add(off) as *const __m512i),
-                        _mm512_loadu_si512(wb.add(off) as *const __m512i),
-                    )
-                };
-                for p in 0..4 {
-                    // SAFETY: column blk·128 + 32p + 4m + 3 < n_blocks·128 = act.len().
-                    let x = unsafe { bcast(a.add(blk * BLOCK_COLS + p * 32 + m * 4)) };
-                    acc_a[p] = _mm512_dpbusd_epi32(acc_a[p], _mm512_and_si512(va, masks[p]), x);
-                    acc_b[p] = _mm512_dpbusd_epi32(acc_b[p], _mm512_and_si512(vb, masks[p]), x);
-                }
+    let mut done = 0;
+    while done < out.len() {
+        // SAFETY: strips done.. are inside `strips` (out.len() strips in all).
+        let w = unsafe { strips.as_ptr().add(done * strip_bytes) };
+        let o = &mut out[done..];
+        // SAFETY (all arms): `o.len()` strips remain at `w`, at least as many as each arm reads.
+        done += match o.len() {
+            4.. => {
+                unsafe { strips_s::<4>(w, strip_bytes, n_blocks, a, o) };
+                4
             }
-        }
-        store(&mut pair[0], combine_planes(acc_a));
-        store(&mut pair[1], combine_planes(acc_b));
-        // SAFETY: moves past the two strips just read (at most to one-past-the-end).
-        base = unsafe { base.add(2 * strip_bytes) };
-    }
-    if let [last] = pairs.into_remainder() {
-        let mut acc = [_mm512_setzero_si512(); 4];
-        for blk in 0..n_blocks {
-            for m in 0..GROUPS_PER_BLOCK {
-                let off = (blk * GROUPS_PER_BLOCK + m) * GROUP_BYTES;
-                // SAFETY: one strip remains at `base`; `off + 64 <= strip_bytes`.
-                let v = unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(off + PREFETCH_BYTES) as _);
-                    _mm512_loadu_si512(base.add(off) as *const __m512i)
-                };
-                for p in 0..4 {
-                    // SAFETY: column index < act.len(), as in the paired loop.
-                    let x = unsafe { bcast(a.add(blk * BLOCK_COLS + p * 32 + m * 4)) };
-                    acc[p] = _mm512_dpbusd_epi32(acc[p], _mm512_and_si512(v, masks[p]), x);
-                }
+            3 => {
+                unsafe { strips_s::<3>(w, strip_bytes, n_blocks, a, o) };
+                3
             }
-        }
-        store(last, combine_planes(acc));
+            2 => {
+                unsafe { strips_s::<2>(w, strip_bytes, n_blocks, a, o) };
+                2
+            }
+            _ => {
+                unsafe { strips_s::<1>(w, strip_bytes, n_blocks, a, o) };
+                1
+            }
+        };
     }
 }
 
@@ -155,6 +172,100 @@ pub(crate) unsafe fn dot_strip_tile<const N: usize>(
     }
     for (o, v) in out.iter_mut().zip(acc) {
         store(o, v);
+    }
+}
+
+/// From this many tokens on, a strip's codes are unpacked once and reused by every tile
+/// (the stores cost more than they save for a single small tile).
+pub(crate) const UNPACK_MIN_TOKENS: usize = 24;
+
+/// Unpacks every group of a strip into 4 code planes (bytes 0..=2), 4 lines per group.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn unpack_strip(strip: &[u8], n_groups: usize, buf: &mut [Line]) {
+    let three = _mm512_set1_epi8(3);
+    let w = strip.as_ptr();
+    let b = buf.as_mut_ptr() as *mut __m512i;
+    for g in 0..n_groups {
+        // SAFETY: group g lies inside the strip and lines 4g..4g+4 inside `buf` (both checked
+        // by the caller); `Line` is 64-byte aligned, as the aligned stores require.
+        unsafe {
+            let v = _mm512_loadu_si512(w.add(g * GROUP_BYTES) as *const __m512i);
+            _mm512_store_si512(
+                b.add(4 * g),
+                _mm512_and_si512(_mm512_srli_epi16::<6>(v), three),
+            );
+            _mm512_store_si512(
+                b.add(4 * g + 1),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v), three),
+            );
+            _mm512_store_si512(
+                b.add(4 * g + 2),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(v), three),
+            );
+            _mm512_store_si512(b.add(4 * g + 3), _mm512_and_si512(v, three));
+        }
+    }
+}
+
+/// One tile against codes already unpacked by [`unpack_strip`]: the token loop is nothing but
+/// `vpdpbusd` with broadcast memory operands.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_unpacked<const N: usize>(
+    buf: &[Line],
+    n_blocks: usize,
+    acts: &[i8],
+    out: &mut [[i32; STRIP_ROWS]],
+) {
+    let b = buf.as_ptr() as *const __m512i;
+    let a = acts.as_ptr();
+    let mut acc = [_mm512_setzero_si512(); N];
+    for blk in 0..n_blocks {
+        for m in 0..GROUPS_PER_BLOCK {
+            let g = blk * GROUPS_PER_BLOCK + m;
+            for p in 0..4 {
+                // SAFETY: line 4g + p is inside `buf` (4 lines per group, aligned).
+                let c = unsafe { _mm512_load_si512(b.add(4 * g + p)) };
+                let kq = blk * (BLOCK_COLS / 4) + p * 8 + m;
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: (kq · N + t) · 4 + 3 < n_blocks · 128 · N = acts.len().
+                    let x = unsafe { bcast(a.add((kq * N + t) * 4)) };
+                    *acc = _mm512_dpbusd_epi32(*acc, c, x);
+                }
+            }
+        }
+    }
+    for (o, v) in out.iter_mut().zip(acc) {
+        store(o, v);
+    }
+}
+
+/// One strip against several tiles: unpack once, then run every tile on the unpacked codes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn dot_strip_tiles(
+    strip: &[u8],
+    n_blocks: usize,
+    tiles: &[TileActs<'_>],
+    buf: &mut [Line],
+    out: &mut [[i32; STRIP_ROWS]],
+) {
+    let n_groups = n_blocks * GROUPS_PER_BLOCK;
+    // SAFETY: forwarded contract; `buf` has 4 lines per group (checked by the dispatcher).
+    unsafe { unpack_strip(strip, n_groups, buf) };
+    let buf = &*buf;
+    let mut rest = out;
+    for t in tiles {
+        let (o, tail) = std::mem::take(&mut rest).split_at_mut(t.n);
+        rest = tail;
+        // SAFETY: forwarded contract: tile sizes and lengths were checked by the dispatcher.
+        unsafe {
+            match t.n {
+                16 => tile_unpacked::<16>(buf, n_blocks, t.acts, o),
+                8 => tile_unpacked::<8>(buf, n_blocks, t.acts, o),
+                4 => tile_unpacked::<4>(buf, n_blocks, t.acts, o),
+                2 => tile_unpacked::<2>(buf, n_blocks, t.acts, o),
+                _ => tile_unpacked::<1>(buf, n_blocks, t.acts, o),
+            }
+        }
     }
 }
 
