@@ -194,7 +194,67 @@ pub(crate) mod avx512 {
         store(out, hsum(&sumf));
     }
 
-    /// `N` tokens: lanes outer, so one decoded group serves every token.
+    /// Lane `m` of `N` tokens (16 rows each), accumulated over all blocks in registers.
+    ///
+    /// # Safety
+    /// As [`strip_n`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn lane_n<const N: usize>(
+        w: *const u8,
+        nb: usize,
+        dw: &[f32],
+        toks: &[TokenQ8k<'_>],
+        m: usize,
+    ) -> [__m512; N] {
+        let mut sumf = [_mm512_setzero_ps(); N];
+        for b in 0..nb {
+            // SAFETY: 16 scales of block b are inside `dw`; groups inside the strip.
+            let (dv, c) = unsafe {
+                (
+                    _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)),
+                    codes(w, b, m),
+                )
+            };
+            for (s, tok) in sumf.iter_mut().zip(toks) {
+                // SAFETY: b < nb: columns inside the token's values.
+                let lane = unsafe { lane_sum(&c, tok.qs.as_ptr(), b, m, tok.corr[b][m]) };
+                let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));
+                *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
+            }
+        }
+        sumf
+    }
+
+    /// `lane[m + 4] + lane[m]` for `N` tokens (the first step of `hsum_float_8`).
+    ///
+    /// # Safety
+    /// As [`strip_n`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn lane_pair<const N: usize>(
+        w: *const u8,
+        nb: usize,
+        dw: &[f32],
+        toks: &[TokenQ8k<'_>],
+        m: usize,
+    ) -> [__m512; N] {
+        // SAFETY: forwarded contract.
+        let (lo, hi) = unsafe {
+            (
+                lane_n::<N>(w, nb, dw, toks, m),
+                lane_n::<N>(w, nb, dw, toks, m + 4),
+            )
+        };
+        let mut r = hi;
+        for (r, l) in r.iter_mut().zip(lo) {
+            *r = _mm512_add_ps(*r, l);
+        }
+        r
+    }
+
+    /// `N` tokens: lanes outer, so one decoded group serves every token; the lanes are
+    /// combined in `hsum_float_8`'s order as they complete.
     ///
     /// # Safety
     /// As [`strip_1`], for each of the `N` tokens; `out.len() == N`.
@@ -207,27 +267,26 @@ pub(crate) mod avx512 {
         out: &mut [[f32; STRIP_ROWS]],
     ) {
         let w = strip.as_ptr();
-        // lanes[m][t]: lane m of token t, for all 16 rows.
-        let mut lanes = [[_mm512_setzero_ps(); N]; LANES];
-        for (m, sumf) in lanes.iter_mut().enumerate() {
-            for b in 0..nb {
-                // SAFETY: 16 scales of block b are inside `dw`; groups inside the strip.
-                let (dv, c) = unsafe {
-                    (
-                        _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)),
-                        codes(w, b, m),
-                    )
-                };
-                for (s, tok) in sumf.iter_mut().zip(toks) {
-                    // SAFETY: b < nb: columns inside the token's values.
-                    let lane = unsafe { lane_sum(&c, tok.qs.as_ptr(), b, m, tok.corr[b][m]) };
-                    let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));
-                    *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
-                }
-            }
+        // SAFETY: forwarded contract.
+        let (r0, r2) = unsafe {
+            (
+                lane_pair::<N>(w, nb, dw, toks, 0),
+                lane_pair::<N>(w, nb, dw, toks, 2),
+            )
+        };
+        let mut r02 = r0;
+        for (a, b) in r02.iter_mut().zip(r2) {
+            *a = _mm512_add_ps(*a, b);
         }
-        for (t, o) in out.iter_mut().enumerate() {
-            store(o, hsum(&lanes.map(|l| l[t])));
+        // SAFETY: forwarded contract.
+        let (r1, r3) = unsafe {
+            (
+                lane_pair::<N>(w, nb, dw, toks, 1),
+                lane_pair::<N>(w, nb, dw, toks, 3),
+            )
+        };
+        for (((o, a), b), c) in out.iter_mut().zip(r02).zip(r1).zip(r3) {
+            store(o, _mm512_add_ps(a, _mm512_add_ps(b, c)));
         }
     }
 }
