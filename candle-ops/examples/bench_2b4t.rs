@@ -70,8 +70,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// A `/proc/self/status` memory line (Linux), in bytes.
+fn status_bytes(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -124,6 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     let load_s = t.elapsed().as_secs_f64();
+    let rss_loaded = status_bytes("VmRSS:").unwrap_or(0) as f64;
     let cfg = model.config().clone();
     let file_size = model.file_size();
     let n_ctx = args.pp.max(args.tg + 1);
@@ -152,6 +158,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tg.push(args.tg as f64 / t.elapsed().as_secs_f64());
     }
 
+    // Before the bandwidth probe, which allocates its own 1 GiB buffer.
+    let rss = peak_rss_bytes().unwrap_or(0) as f64;
     let weights = model.weights().weight_bytes_per_token() as f64;
     // Average KV bytes read per generated token over the tg run (keys and values, f32).
     let kv_per_pos = (2 * cfg.n_layer * cfg.n_head_kv * cfg.head_dim * 4) as f64;
@@ -160,7 +168,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bw = bitnet_backend::bandwidth::measure_read_bandwidth(args.threads) * 1e9;
     let (pp_m, tg_m) = (median(pp.clone()), median(tg.clone()));
     let kv_cache_bytes = kv_per_pos * n_ctx as f64;
-    let rss = peak_rss_bytes().unwrap_or(0) as f64;
     println!(
         "model            {} ({:.2} GB file, embedding {:?})",
         model.description(),
@@ -168,7 +175,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.weights().token_embedding().ggml_type()
     );
     println!("threads          {}", args.threads);
-    println!("load             {load_s:.2} s");
+    println!(
+        "load             {load_s:.2} s (RSS after load {:.2} GB)",
+        rss_loaded / 1e9
+    );
     println!(
         "pp{:<4}           {pp_m:.1} tok/s (median of {}: {:?})",
         args.pp,

@@ -240,18 +240,16 @@ pub fn matmul_with(
         let g0 = n_groups * task / n_tasks;
         let g1 = n_groups * (task + 1) / n_tasks;
         let (r0, r1) = (g0 * ROW_GROUP, (g1 * ROW_GROUP).min(w.rows));
-        let mut band = vec![0f32; n_tokens * (r1 - r0)];
-        rows_kernel(kernel, w, r0, r1, x, n_tokens, &mut band);
-        for t in 0..n_tokens {
-            // SAFETY: bands are disjoint row ranges, so every (t, r) index of `y` is written by
+        rows_kernel(kernel, w, r0, r1, x, n_tokens, |t, r, dots| {
+            // SAFETY: tasks own disjoint row ranges, so every (t, r) index of `y` is written by
             // exactly one task; `y` outlives `parallel_for`, which returns after all tasks.
-            unsafe { out.write(t * w.rows + r0, &band[t * (r1 - r0)..(t + 1) * (r1 - r0)]) };
-        }
+            unsafe { out.write(t * w.rows + r, dots) }
+        });
     });
     Ok(())
 }
 
-/// Rows `r0..r1` for every token into `band` (`[n_tokens, r1 - r0]`).
+/// Rows `r0..r1` for every token; `put(t, r, dots)` receives the results of rows `r..`.
 fn rows_kernel(
     kernel: DenseKernel,
     w: &DenseMatrix<'_>,
@@ -259,9 +257,8 @@ fn rows_kernel(
     r1: usize,
     x: &[f32],
     n_tokens: usize,
-    band: &mut [f32],
+    mut put: impl FnMut(usize, usize, &[f32]),
 ) {
-    let n = r1 - r0;
     let mut r = r0;
     while r < r1 {
         let g = ROW_GROUP.min(r1 - r);
@@ -279,7 +276,7 @@ fn rows_kernel(
                     }
                 }
             }
-            band[t * n + (r - r0)..t * n + (r - r0) + g].copy_from_slice(&dots[..g]);
+            put(t, r, &dots[..g]);
         }
         r += g;
     }
