@@ -29,8 +29,6 @@ const PARALLEL_MIN_ACTS: usize = 1 << 16;
 const GUIDE: usize = 2;
 /// Smallest single-token chunk, in strips (the AVX-512 GEMV streams 4 strips at once).
 const MIN_GEMV_CHUNK: usize = 4;
-/// Strips per GEMV kernel call (bounds the stack buffer of raw sums).
-const GEMV_CHUNK: usize = 16;
 
 #[derive(Default)]
 struct Scratch {
@@ -527,16 +525,11 @@ fn gemv<O, F: Fn(i32, usize, usize) -> O>(
     sink: &Sink<'_, F>,
     dst: &mut [O],
 ) {
-    let mut raw = [[0i32; STRIP_ROWS]; GEMV_CHUNK];
-    let mut s = s0;
-    while s < s1 {
-        let e = (s + GEMV_CHUNK).min(s1);
-        let raw = &mut raw[..e - s];
-        kernels::dot_strips(kind, w.strips(s, e), w.n_blocks(), act, raw);
-        for (i, r) in raw.iter().enumerate() {
-            sink.put(s + i, 0, r, dst);
-        }
-        s = e;
+    // The whole chunk in one kernel call, so the kernel can lay out long sequential streams.
+    let mut raw = vec![[0i32; STRIP_ROWS]; s1 - s0];
+    kernels::dot_strips(kind, w.strips(s0, s1), w.n_blocks(), act, &mut raw);
+    for (i, r) in raw.iter().enumerate() {
+        sink.put(s0 + i, 0, r, dst);
     }
 }
 

@@ -52,21 +52,19 @@ fn store(out: &mut [i32; STRIP_ROWS], v: __m512i) {
     unsafe { _mm512_storeu_si512(out.as_mut_ptr() as *mut __m512i, v) }
 }
 
-/// `S` consecutive strips at once: `S` weight streams in flight (each prefetched ahead), one
-/// set of 4 broadcast activation groups shared by all of them.
+/// `S` strips at once (`bases[i]` is strip i): `S` weight streams in flight, each prefetched
+/// ahead, sharing one set of 4 broadcast activation groups.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI present; `w` points to `S` strips of `strip_bytes` bytes; `act` holds
-/// `n_blocks · 128` values; `out.len() >= S`.
+/// AVX-512 F/BW/VNNI present; every `bases[i]` points to a strip of `strip_bytes` bytes;
+/// `act` points to `n_blocks · 128` values.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn strips_s<const S: usize>(
-    w: *const u8,
-    strip_bytes: usize,
+    bases: [*const u8; S],
     n_blocks: usize,
     act: *const i8,
-    out: &mut [[i32; STRIP_ROWS]],
-) {
+) -> [[i32; STRIP_ROWS]; S] {
     let masks = [
         _mm512_set1_epi8(0xC0u8 as i8),
         _mm512_set1_epi8(0x30),
@@ -78,10 +76,10 @@ unsafe fn strips_s<const S: usize>(
         for m in 0..GROUPS_PER_BLOCK {
             let off = (blk * GROUPS_PER_BLOCK + m) * GROUP_BYTES;
             let mut v = [_mm512_setzero_si512(); S];
-            for (i, v) in v.iter_mut().enumerate() {
-                let strip = w.wrapping_add(i * strip_bytes);
-                // SAFETY: `off + 64 <= strip_bytes`, so the load stays inside strip i;
+            for (v, &strip) in v.iter_mut().zip(&bases) {
+                // SAFETY: `off + 64 <= strip_bytes`, so the load stays inside the strip;
                 // prefetches never fault and their address is formed with wrapping arithmetic.
+                // Past the strip's end they run into the stream's next strip.
                 unsafe {
                     _mm_prefetch::<_MM_HINT_T0>(strip.wrapping_add(off + PREFETCH_BYTES) as _);
                     *v = _mm512_loadu_si512(strip.add(off) as *const __m512i);
@@ -96,11 +94,16 @@ unsafe fn strips_s<const S: usize>(
             }
         }
     }
+    let mut out = [[0i32; STRIP_ROWS]; S];
     for (o, acc) in out.iter_mut().zip(acc) {
         store(o, combine_planes(acc));
     }
+    out
 }
 
+/// Streams: the strips are cut into 4 contiguous runs walked in lockstep, so each of the 4
+/// streams reads memory sequentially from its first strip to its last (one ramp-up per run,
+/// prefetches flowing from one strip into the next).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(crate) unsafe fn dot_strips(
     strips: &[u8],
@@ -110,30 +113,29 @@ pub(crate) unsafe fn dot_strips(
 ) {
     let strip_bytes = n_blocks * STRIP_BLOCK_BYTES;
     let a = act.as_ptr();
-    let mut done = 0;
-    while done < out.len() {
-        // SAFETY: strips done.. are inside `strips` (out.len() strips in all).
-        let w = unsafe { strips.as_ptr().add(done * strip_bytes) };
-        let o = &mut out[done..];
-        // SAFETY (all arms): `o.len()` strips remain at `w`, at least as many as each arm reads.
-        done += match o.len() {
-            4.. => {
-                unsafe { strips_s::<4>(w, strip_bytes, n_blocks, a, o) };
-                4
-            }
-            3 => {
-                unsafe { strips_s::<3>(w, strip_bytes, n_blocks, a, o) };
-                3
-            }
-            2 => {
-                unsafe { strips_s::<2>(w, strip_bytes, n_blocks, a, o) };
-                2
-            }
-            _ => {
-                unsafe { strips_s::<1>(w, strip_bytes, n_blocks, a, o) };
-                1
-            }
-        };
+    let w = strips.as_ptr();
+    let n = out.len();
+    let q = n / 4;
+    let strip = |s: usize| w.wrapping_add(s * strip_bytes);
+    for j in 0..q {
+        let runs = [j, q + j, 2 * q + j, 3 * q + j];
+        // SAFETY: every strip index is < 4q <= n, inside `strips`; `act` has n_blocks·128 values.
+        let r = unsafe { strips_s::<4>(runs.map(strip), n_blocks, a) };
+        for (&s, r) in runs.iter().zip(r) {
+            out[s] = r;
+        }
+    }
+    // The last n - 4q (< 4) strips, side by side.
+    let t = 4 * q;
+    // SAFETY (all arms): strips t..n are inside `strips`.
+    match n - t {
+        3 => out[t..].copy_from_slice(&unsafe {
+            strips_s::<3>([strip(t), strip(t + 1), strip(t + 2)], n_blocks, a)
+        }),
+        2 => out[t..]
+            .copy_from_slice(&unsafe { strips_s::<2>([strip(t), strip(t + 1)], n_blocks, a) }),
+        1 => out[t..].copy_from_slice(&unsafe { strips_s::<1>([strip(t)], n_blocks, a) }),
+        _ => {}
     }
 }
 
@@ -313,19 +315,27 @@ pub(crate) unsafe fn quantize_row(x: &[f32], q: &mut [i8]) -> Option<(f32, i32)>
     Some((s, _mm512_reduce_add_epi32(sum)))
 }
 
+/// Sums the bytes the way the GEMV streams weights (4 sequential runs in lockstep, each
+/// prefetched [`PREFETCH_BYTES`] ahead), so the probe measures what that access pattern can get.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn read_checksum(bytes: &[u8]) -> u64 {
+    const LINE: usize = 64;
+    let run = bytes.len() / 4 / LINE * LINE;
     let mut acc = [_mm512_setzero_si512(); 4];
-    let mut chunks = bytes.chunks_exact(256);
-    for c in &mut chunks {
-        let p = c.as_ptr();
+    let p = bytes.as_ptr();
+    for off in (0..run).step_by(LINE) {
         for (i, a) in acc.iter_mut().enumerate() {
-            // SAFETY: the chunk holds 256 bytes; load i reads bytes 64i..64i+64.
-            let v = unsafe { _mm512_loadu_si512(p.add(64 * i) as *const __m512i) };
+            let at = i * run + off;
+            // SAFETY: at + 64 <= 4·run <= bytes.len(); prefetches never fault and their address
+            // is formed with wrapping arithmetic.
+            let v = unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at + PREFETCH_BYTES) as _);
+                _mm512_loadu_si512(p.add(at) as *const __m512i)
+            };
             *a = _mm512_add_epi64(*a, v);
         }
     }
-    let tail = crate::kernels::scalar::read_checksum(chunks.remainder());
+    let tail = crate::kernels::scalar::read_checksum(&bytes[4 * run..]);
     let total = _mm512_add_epi64(
         _mm512_add_epi64(acc[0], acc[1]),
         _mm512_add_epi64(acc[2], acc[3]),
