@@ -32,6 +32,9 @@ const SHAPES: [(&str, usize, usize); 4] = [
     ("down_2560x6912", HIDDEN, FFN),
 ];
 
+/// How many matmuls of each of `SHAPES` one decoder layer runs (q+o, k+v, gate+up, down).
+const SHAPES_PER_LAYER: [usize; 4] = [2, 2, 2, 1];
+
 /// One decoder layer's ternary matmuls, in execution order.
 const LAYER: [(usize, usize); 7] = [
     (HIDDEN, HIDDEN),
@@ -195,6 +198,24 @@ fn benches(c: &mut Criterion) {
                 g.finish();
             }
         }
+    }
+
+    // The GEMM bar is about a whole prompt: weigh the shapes as one layer runs them.
+    for nth in [1usize, 2] {
+        let (mut secs, mut macs) = (0.0, 0.0);
+        for ((name, _, _), count) in SHAPES.iter().zip(SHAPES_PER_LAYER) {
+            let id = format!("matmul/128tok/{nth}t/{name}");
+            let row = summary.iter().find(|r: &&Row| r.what == id).expect("row");
+            secs += row.secs * count as f64;
+            macs += row.macs * count as f64;
+        }
+        summary.push(Row {
+            what: "matmul/128tok/layer_mix (7 matmuls)".into(),
+            threads: nth,
+            secs,
+            macs,
+            weight_bytes: 0.0,
+        });
     }
 
     // Load-time repacking, from I2_S bytes and from i8 values (weights per second).
