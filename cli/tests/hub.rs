@@ -36,7 +36,7 @@ fn bitnet_hub(endpoint: &str, home: &Path, offline: bool, args: &[&str]) -> Outp
 
 const RUN: [&str; 8] = ["-p", "Hello world", "--temp", "0", "-n", "8", "-t", "2"];
 
-fn run_args<'a>(model: &'a str) -> Vec<&'a str> {
+fn run_args(model: &str) -> Vec<&str> {
     let mut args = vec!["run", "-m", model];
     args.extend(RUN);
     args
