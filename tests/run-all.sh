@@ -19,3 +19,6 @@ echo "== NEON kernels under qemu-aarch64 (with and without dotprod)" >&2
 for kernel in neon neon-dotprod; do
   BITNET_KERNEL=$kernel cargo test -p bitnet-backend --target aarch64-unknown-linux-gnu --lib --tests
 done
+
+echo "== llama.cpp (pinned b11434, built once and cached in ~/.cache) with the ggml-bitnet plugin" >&2
+bash tests/llama_cpp/run.sh

@@ -1,6 +1,7 @@
 //! Registry, device and backend objects (one ACCEL device, "BITNET").
 
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -230,15 +231,16 @@ extern "C" fn backend_free(backend: sys::ggml_backend_t) {
     };
     drop(b);
     if std::env::var("BITNET_GGML_STATS").is_ok_and(|v| v == "1") {
-        host::log(
-            sys::GGML_LOG_LEVEL_INFO,
-            &format!(
-                "stats: {} ternary mat-muls ({} token rows), {} on the reference kernel",
-                stats.mul_mat.load(Ordering::Relaxed),
-                stats.tokens.load(Ordering::Relaxed),
-                stats.reference.load(Ordering::Relaxed)
-            ),
+        // Straight to stderr in one write, not through the host's logger: llama.cpp's tools
+        // log through an asynchronous logger that they do not flush at exit (when backends are
+        // freed), and whose thread may be writing to stderr at the same moment.
+        let line = format!(
+            "ggml-bitnet: stats: {} ternary mat-muls ({} token rows), {} on the reference kernel\n",
+            stats.mul_mat.load(Ordering::Relaxed),
+            stats.tokens.load(Ordering::Relaxed),
+            stats.reference.load(Ordering::Relaxed)
         );
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Layouts come from bindgen over the vendored headers of the one ggml version it is built for
 //! (vendor/ggml); `ggml_backend_init` returns NULL with a log line on any other host version.
-//! `BITNET_GGML_STATS=1` prints the mat-muls it ran when a backend instance is freed.
+//! `BITNET_GGML_STATS=1` prints the mat-muls it ran to stderr when a backend instance is freed.
 
 mod buffer;
 mod compute;

@@ -5,7 +5,7 @@
 #   - llama.cpp lists the plugin's device and loads it via GGML_BACKEND_PATH;
 #   - every MUL_MAT with a ternary weight runs in the plugin (eval callback of the logits host);
 #   - logits with the plugin equal llama.cpp's own CPU logits (within 1e-4 relative; in fact
-#     bit for bit) and greedy output of llama-completion is identical;
+#     bit for bit) and llama-completion's greedy tokens, KV cache and last logits are identical;
 #   - a host with another ggml version gets NULL from ggml_backend_init and a clear log line.
 # Prints "N passed, M failed".
 set -euo pipefail
@@ -18,7 +18,8 @@ llama="$(bash "$here/build-llama.sh")"
 bin="$llama/build/bin"
 echo "run: llama.cpp ready in $llama ($((SECONDS - start)) s)"
 
-cargo build -q -p bitnet-ggml-plugin --example tq_test_models
+# --lib: building only the example leaves the cdylib in deps/ (not copied to $plugin).
+cargo build -q -p bitnet-ggml-plugin --lib --example tq_test_models
 plugin="$CARGO_TARGET_DIR/debug/libggml_bitnet.so"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -31,9 +32,18 @@ gcc -O1 -rdynamic "$here/wrong_host.c" -ldl -o "$work/wrong_host"
 passed=0
 failed=0
 check() { # name, command...
-  local name="$1"
+  local name="$1" rc
   shift
-  if "$@" >"$work/out.txt" 2>&1; then
+  # In a subshell with errexit: every failing command of the check fails it (inside `if f`,
+  # bash would ignore errexit and only f's last command would count).
+  set +e
+  (
+    set -e
+    "$@"
+  ) >"$work/out.txt" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
     echo "ok   $name"
   else
@@ -63,8 +73,9 @@ for ty in tq2_0 tq1_0; do
       # Without the plugin nothing runs in it; with it, every ternary mat-mul does.
       grep -Eq "ternary_mul_mats=([1-9][0-9]*) on_plugin=0$" "$work/cpu.txt"
       local n
-      n="$(sed -E 's/.*ternary_mul_mats=([0-9]+).*/\1/' "$work/plugin.txt")"
-      grep -Eq "ternary_mul_mats=$n on_plugin=$n$" "$work/plugin.txt" && [ "$n" -gt 0 ]
+      n="$(grep -o 'ternary_mul_mats=[0-9]*' "$work/plugin.txt" | cut -d= -f2)"
+      grep -Eq "ternary_mul_mats=$n on_plugin=$n$" "$work/plugin.txt"
+      [ "$n" -gt 0 ]
       # Same greedy continuation (24 single-token decodes) ...
       [ "$(grep generated= "$work/cpu.txt")" = "$(grep generated= "$work/plugin.txt")" ]
       # ... and the same logits for the prompt batch and every decode step.
@@ -74,15 +85,28 @@ for ty in tq2_0 tq1_0; do
   done
   greedy_same() {
     # An empty prompt (BOS only): the vocabulary cannot tokenize text (see above).
-    local args=(-m "$model" -p "" -n 32 --temp 0 --seed 1 -t 2 -no-cnv --no-warmup -sp --ignore-eos -v)
-    "$bin/llama-completion" "${args[@]}" >"$work/cpu-gen.txt" 2>"$work/cpu-gen.log"
+    # llama-completion prints tokens through llama.cpp's asynchronous logger, which it does
+    # not flush before exiting (the logger is leaked on purpose, llama.cpp #22142), so its
+    # stdout can lose the last tokens, with or without the plugin. The session file that
+    # --prompt-cache-all writes synchronously at the end holds every token id, the KV cache
+    # and the last logits: comparing it checks the greedy tokens and the numbers behind them.
+    local args=(-m "$model" -p "" -n 32 --temp 0 --seed 1 -t 2 -no-cnv --no-warmup --ignore-eos
+      --prompt-cache-all -v)
+    rm -f "$work/cpu.session" "$work/plugin.session"
+    "$bin/llama-completion" "${args[@]}" --prompt-cache "$work/cpu.session" >/dev/null 2>"$work/cpu-gen.log"
     BITNET_GGML_STATS=1 GGML_BACKEND_PATH="$plugin" "$bin/llama-completion" "${args[@]}" \
-      >"$work/plugin-gen.txt" 2>"$work/plugin-gen.log"
-    grep -E "loaded BITNET backend|BITNET model buffer|ggml-bitnet" "$work/plugin-gen.log"
-    grep -Eq "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel" "$work/plugin-gen.log"
-    echo "cpu:    $(tr '\n' ' ' <"$work/cpu-gen.txt")"
-    echo "plugin: $(tr '\n' ' ' <"$work/plugin-gen.txt")"
-    [ -s "$work/cpu-gen.txt" ] && cmp "$work/cpu-gen.txt" "$work/plugin-gen.txt"
+      --prompt-cache "$work/plugin.session" >/dev/null 2>"$work/plugin-gen.log"
+    # The plugin's stats line goes straight to stderr (not through the logger).
+    grep -E "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel" "$work/plugin-gen.log"
+    # Header: magic, version, token count (u32 each), then the token ids (i32): BOS + 32.
+    local n_cpu n_plugin
+    n_cpu="$(od -An -tu4 -j8 -N4 "$work/cpu.session" | tr -d ' ')"
+    n_plugin="$(od -An -tu4 -j8 -N4 "$work/plugin.session" | tr -d ' ')"
+    echo "cpu:    $n_cpu tokens: $(od -An -ti4 -j12 -N$((4 * n_cpu)) -w1000 "$work/cpu.session")"
+    echo "plugin: $n_plugin tokens: $(od -An -ti4 -j12 -N$((4 * n_plugin)) -w1000 "$work/plugin.session")"
+    [ "$n_cpu" -eq 33 ]
+    [ "$n_plugin" -eq 33 ]
+    cmp "$work/cpu.session" "$work/plugin.session"
   }
   check "$ty: llama-completion runs on the plugin, greedy output identical" greedy_same
 done
@@ -90,8 +114,8 @@ done
 wrong_version() {
   "$work/wrong_host" "$plugin" >"$work/wrong.txt" 2>&1
   cat "$work/wrong.txt"
-  grep -q "returned NULL" "$work/wrong.txt" &&
-    grep -q "host ggml version 0.0.1-not-the-pinned-one differs from 0.26.0" "$work/wrong.txt"
+  grep -q "returned NULL" "$work/wrong.txt"
+  grep -q "host ggml version 0.0.1-not-the-pinned-one differs from 0.26.0" "$work/wrong.txt"
 }
 check "plugin refuses a host with another ggml version" wrong_version
 
