@@ -8,7 +8,9 @@
 //! running thread, the caller included, and the caller withdraws the job from workers that have
 //! not started by the time all tasks are claimed, so an oversubscribed machine (a worker not
 //! scheduled) costs little. [`PoolKind::Rayon`] runs the same jobs on a dedicated rayon pool
-//! (`ThreadPool::broadcast`) for comparison.
+//! (`ThreadPool::broadcast`) for comparison, and [`PoolKind::External`] hands them to a pool
+//! the application already runs (e.g. candle's `barrier_pool()`, see [`set_external_pool`]), so
+//! two pools never compete for the cores.
 //!
 //! Thread count: `BITNET_NUM_THREADS`, else the number of available CPUs; change it with
 //! [`set_num_threads`]. Calls made while the pool is busy (from another thread, or nested from
@@ -27,7 +29,14 @@ pub enum PoolKind {
     Spin,
     /// A dedicated rayon pool of the same size.
     Rayon,
+    /// The pool installed with [`set_external_pool`] (inline until one is installed).
+    External,
 }
+
+/// Someone else's thread pool: `run(n_tasks, task)` must call `task(i)` exactly once for
+/// every `i` in `0..n_tasks`, on any threads, and return only when all calls have returned.
+/// Tasks write disjoint outputs and never block on each other, so any schedule is correct.
+pub type ExternalPool = Arc<dyn Fn(usize, &(dyn Fn(usize) + Sync)) + Send + Sync>;
 
 /// Environment variable for the default thread count.
 pub const THREADS_ENV: &str = "BITNET_NUM_THREADS";
@@ -45,6 +54,7 @@ struct Global {
     spin: Option<Duration>,
     pool: Option<Arc<SpinPool>>,
     rayon: Option<Arc<rayon::ThreadPool>>,
+    external: Option<ExternalPool>,
 }
 
 static GLOBAL: RwLock<Option<Global>> = RwLock::new(None);
@@ -83,6 +93,7 @@ fn with_global<R>(f: impl FnOnce(&mut Global) -> R) -> R {
         spin: None,
         pool: None,
         rayon: None,
+        external: None,
     });
     f(g)
 }
@@ -130,10 +141,23 @@ pub fn set_pool_kind(kind: PoolKind) {
     with_global(|g| g.kind = kind);
 }
 
+/// Runs every later [`parallel_for`] job on `pool` ([`PoolKind::External`]); the backend's own
+/// workers are stopped. [`num_threads`] still sets how many chunks a matmul is cut into, so
+/// set it to the external pool's thread count.
+pub fn set_external_pool(pool: ExternalPool) {
+    let old = with_global(|g| {
+        g.external = Some(pool);
+        g.kind = PoolKind::External;
+        (g.pool.take(), g.rayon.take())
+    });
+    drop(old);
+}
+
 enum Runner {
     Inline,
     Spin(Arc<SpinPool>),
     Rayon(Arc<rayon::ThreadPool>),
+    External(ExternalPool),
 }
 
 fn runner() -> Runner {
@@ -151,6 +175,9 @@ fn runner() -> Runner {
                     if let Some(p) = &g.rayon {
                         return Runner::Rayon(Arc::clone(p));
                     }
+                }
+                PoolKind::External => {
+                    return g.external.clone().map_or(Runner::Inline, Runner::External);
                 }
             }
         }
@@ -182,6 +209,7 @@ fn runner() -> Runner {
                 None => Runner::Inline,
             }
         }
+        PoolKind::External => g.external.clone().map_or(Runner::Inline, Runner::External),
     })
 }
 
@@ -207,6 +235,7 @@ pub fn parallel_for<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
             let next = AtomicUsize::new(0);
             pool.broadcast(|_| claim_tasks(&next, n_tasks, &f));
         }
+        Runner::External(pool) => pool(n_tasks, &f),
     }
 }
 

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release -p bitnet-candle --example bench_2b4t -- \
 //!     [--threads 2] [--pp 128] [--tg 128] [--reps 5] [--embd f16|q8_0|q6_k] [--model FILE]
+//!     [--pool spin|rayon|candle]
 //! ```
 //! Without `--model`, a synthetic 2B4T-shaped file (random ternary weights, real layout) is
 //! written to a temporary directory by a child process, so its memory does not count.
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use bitnet_backend::gguf::GgmlType;
+use bitnet_backend::threads::PoolKind;
 use bitnet_candle::synthetic::write_2b4t_like_gguf;
 use bitnet_candle::{KvDtype, LoadOptions, Model};
 
@@ -25,6 +27,18 @@ struct Args {
     embd: GgmlType,
     model: Option<PathBuf>,
     write_only: Option<PathBuf>,
+    pool: Pool,
+}
+
+/// Which threads run the ternary kernels.
+#[derive(Clone, Copy, Debug)]
+enum Pool {
+    /// The backend's spin-then-park pool (default).
+    Spin,
+    /// A dedicated rayon pool.
+    Rayon,
+    /// candle's `barrier_pool()`, shared with candle's own ops.
+    Candle,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         embd: GgmlType::F16,
         model: None,
         write_only: None,
+        pool: Pool::Spin,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +63,14 @@ fn parse_args() -> Result<Args, String> {
             "--reps" => a.reps = num(value()?)?.max(1),
             "--model" => a.model = Some(value()?.into()),
             "--write-only" => a.write_only = Some(value()?.into()),
+            "--pool" => {
+                a.pool = match value()?.as_str() {
+                    "spin" => Pool::Spin,
+                    "rayon" => Pool::Rayon,
+                    "candle" => Pool::Candle,
+                    other => return Err(format!("unknown pool {other} (spin, rayon, candle)")),
+                }
+            }
             "--embd" => {
                 a.embd = match value()?.as_str() {
                     "f16" => GgmlType::F16,
@@ -129,6 +152,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     let load_s = t.elapsed().as_secs_f64();
+    match args.pool {
+        Pool::Spin => {}
+        Pool::Rayon => bitnet_backend::threads::set_pool_kind(PoolKind::Rayon),
+        Pool::Candle => bitnet_candle::pool::use_candle_barrier_pool(),
+    }
     let rss_loaded = status_bytes("VmRSS:").unwrap_or(0) as f64;
     let cfg = model.config().clone();
     let file_size = model.file_size();
@@ -174,7 +202,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         file_size as f64 / 1e9,
         model.weights().token_embedding().ggml_type()
     );
-    println!("threads          {}", args.threads);
+    println!("threads          {} ({:?} pool)", args.threads, args.pool);
     println!(
         "load             {load_s:.2} s (RSS after load {:.2} GB)",
         rss_loaded / 1e9

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod models;
 pub mod op;
+pub mod pool;
 pub mod rope;
 pub mod sampling;
 pub mod synthetic;
