@@ -71,6 +71,9 @@ pub struct SamplingArgs {
     /// RNG seed [default: random].
     #[arg(short = 's', long = "seed")]
     pub seed: Option<u64>,
+    /// Keep generating past end-of-generation tokens (benchmarks, tests).
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
 }
 
 impl SamplingArgs {
@@ -92,6 +95,7 @@ impl SamplingArgs {
         GenerationParams {
             max_new_tokens,
             sampling: self.sampling(),
+            ignore_eos: self.ignore_eos,
             ..GenerationParams::default()
         }
     }

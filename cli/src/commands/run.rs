@@ -29,9 +29,6 @@ pub struct RunArgs {
     /// System message (with --chat).
     #[arg(long = "system", requires = "chat")]
     pub system: Option<String>,
-    /// Keep generating after end-of-generation tokens (for benchmarking).
-    #[arg(long = "ignore-eos")]
-    pub ignore_eos: bool,
     /// Do not echo the prompt to stdout.
     #[arg(long = "no-display-prompt")]
     pub no_display_prompt: bool,
@@ -66,8 +63,7 @@ pub fn run(args: &RunArgs) -> CliResult {
     let ids = model.tokenizer().encode(&text, true)?;
     let n_ctx = args.model.ctx_size.unwrap_or(model.n_ctx_train());
     let mut session = Session::new(model, n_ctx, args.model.cache_type.into())?;
-    let mut params = args.sampling.generation(n_ctx.saturating_sub(ids.len()));
-    params.ignore_eos = args.ignore_eos;
+    let params = args.sampling.generation(n_ctx.saturating_sub(ids.len()));
 
     let mut stdout = std::io::stdout().lock();
     if !args.no_display_prompt {
