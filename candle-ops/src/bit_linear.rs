@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use bitnet_backend::formats::ternarize;
 use bitnet_backend::gguf::{GgmlType, TensorInfo};
+use bitnet_backend::matmul::ternary_matmul_multi;
 use bitnet_backend::TernaryMatrix;
 use candle_core::{DType, Module, Tensor};
 
@@ -150,6 +151,25 @@ impl BitLinear {
     /// Output width.
     pub fn out_features(&self) -> usize {
         self.op.out_features()
+    }
+
+    /// `ys[i] = x · Wᵢᵀ` for several layers sharing the input `x` (`[n_tokens, in_features]`
+    /// rows; `ys[i]` is `[n_tokens, layers[i].out_features()]`): one activation quantization and
+    /// one pool dispatch for all of them (e.g. q/k/v, gate/up). Same results as separate calls.
+    pub fn forward_rows(
+        layers: &[&BitLinear],
+        x: &[f32],
+        n_tokens: usize,
+        ys: &mut [&mut [f32]],
+    ) -> Result<()> {
+        let ws: Vec<&TernaryMatrix> = layers.iter().map(|l| &**l.weights()).collect();
+        ternary_matmul_multi(&ws, x, n_tokens, ys)?;
+        for (l, y) in layers.iter().zip(ys.iter_mut()) {
+            if let Some(factor) = l.op.output_scale() {
+                y.iter_mut().for_each(|v| *v *= factor);
+            }
+        }
+        Ok(())
     }
 
     /// The per-tensor weight scale β, times the output scale when there is one: the float

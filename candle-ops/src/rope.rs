@@ -24,6 +24,9 @@ pub enum RopeStyle {
 pub struct RotaryEmbedding {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables as plain rows, for [`RotaryEmbedding::apply_rows`].
+    cos_rows: Vec<f32>,
+    sin_rows: Vec<f32>,
     style: RopeStyle,
     n_ctx: usize,
 }
@@ -81,8 +84,10 @@ impl RotaryEmbedding {
             }
         }
         Ok(Self {
-            cos: Tensor::from_vec(cos, (n_ctx, half), device)?,
-            sin: Tensor::from_vec(sin, (n_ctx, half), device)?,
+            cos: Tensor::from_vec(cos.clone(), (n_ctx, half), device)?,
+            sin: Tensor::from_vec(sin.clone(), (n_ctx, half), device)?,
+            cos_rows: cos,
+            sin_rows: sin,
             style,
             n_ctx,
         })
@@ -112,6 +117,53 @@ impl RotaryEmbedding {
             RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x4, &cos, &sin)?,
         };
         Ok(y.squeeze(0)?)
+    }
+
+    /// Rotates, in place, token-major rows `x` `[n_tokens, n_heads · head_dim]` whose tokens sit
+    /// at positions `start_pos..` (the layout the projections produce; same math as
+    /// [`RotaryEmbedding::apply`]).
+    pub(crate) fn apply_rows(&self, x: &mut [f32], n_heads: usize, start_pos: usize) -> Result<()> {
+        let half = self.cos_rows.len() / self.n_ctx;
+        let width = n_heads * 2 * half;
+        if width == 0 || !x.len().is_multiple_of(width) {
+            return Err(Error::InvalidArgument(format!(
+                "rope: {} values are not rows of {n_heads} heads x {}",
+                x.len(),
+                2 * half
+            )));
+        }
+        let n_tokens = x.len() / width;
+        if start_pos + n_tokens > self.n_ctx {
+            return Err(Error::InvalidArgument(format!(
+                "positions {start_pos}..{} exceed the rope table of {} positions",
+                start_pos + n_tokens,
+                self.n_ctx
+            )));
+        }
+        for (t, row) in x.chunks_exact_mut(width).enumerate() {
+            let at = (start_pos + t) * half;
+            let (cos, sin) = (&self.cos_rows[at..at + half], &self.sin_rows[at..at + half]);
+            for head in row.chunks_exact_mut(2 * half) {
+                match self.style {
+                    RopeStyle::Neox => {
+                        let (a, b) = head.split_at_mut(half);
+                        for i in 0..half {
+                            let (x1, x2) = (a[i], b[i]);
+                            a[i] = x1 * cos[i] - x2 * sin[i];
+                            b[i] = x1 * sin[i] + x2 * cos[i];
+                        }
+                    }
+                    RopeStyle::Interleaved => {
+                        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                            let (x1, x2) = (pair[0], pair[1]);
+                            pair[0] = x1 * cos[i] - x2 * sin[i];
+                            pair[1] = x1 * sin[i] + x2 * cos[i];
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -153,6 +205,34 @@ mod tests {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rows_layout_matches_the_tensor_layout() -> Result<()> {
+        let (d, heads, tokens) = (8, 2, 3);
+        let x: Vec<f32> = (0..heads * tokens * d)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+            let rope = RotaryEmbedding::new(d, 10000.0, 1.0, 16, style, None, &Device::Cpu)?;
+            // Token-major rows -> [heads, tokens, d] for the tensor path.
+            let t = Tensor::from_vec(x.clone(), (tokens, heads, d), &Device::Cpu)?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let want = rope
+                .apply(&t, 4)?
+                .transpose(0, 1)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let mut rows = x.clone();
+            rope.apply_rows(&mut rows, heads, 4)?;
+            for (a, b) in rows.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-6, "{style:?}: {a} vs {b}");
+            }
+            assert!(rope.apply_rows(&mut rows, heads, 14).is_err());
+            assert!(rope.apply_rows(&mut rows[1..], heads, 0).is_err());
         }
         Ok(())
     }

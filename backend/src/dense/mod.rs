@@ -10,6 +10,7 @@
 //! Q8_0 is multiplied in float (weights dequantized in registers, activations not quantized),
 //! so results differ from the f32 reference only by the weights' own rounding.
 
+pub mod attention;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;

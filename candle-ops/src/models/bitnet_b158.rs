@@ -10,13 +10,11 @@
 //! Every `W` is a ternary [`BitLinear`] (int8 activations per token). The same block with SiLU
 //! instead of ReLU² is llama.cpp's `bitnet` architecture ([`super::bitnet`]).
 
-use candle_core::{Module, Tensor};
-use candle_nn::RmsNorm;
-
 use super::attention::causal_self_attention;
 use super::config::ModelConfig;
 use super::loader::Loader;
-use super::{Block, Step};
+use super::rows::{add_assign, relu2_mul, silu_mul, RmsNorm};
+use super::{sized, Block, Step, Work};
 use crate::bit_linear::BitLinear;
 use crate::Result;
 
@@ -27,11 +25,6 @@ pub(crate) enum FfnActivation {
     Relu2,
     /// `x · sigmoid(x)` (1bitLLM bitnet_b1_58, as llama.cpp runs it).
     Silu,
-}
-
-/// `relu(x)²`. Kept in f32: the square overflows f16.
-pub(crate) fn relu2(x: &Tensor) -> Result<Tensor> {
-    Ok(x.relu()?.sqr()?)
 }
 
 /// One BitNet block with attention and FFN sub-norms.
@@ -91,33 +84,55 @@ impl SubLnBlock {
         })
     }
 
-    /// `W_o · attn_sub_norm(attention(W_q·h, W_k·h, W_v·h))`.
-    fn attention(&self, h: &Tensor, step: &mut Step<'_>) -> Result<Tensor> {
-        let q = self.w_q.forward(h)?;
-        let k = self.w_k.forward(h)?;
-        let v = self.w_v.forward(h)?;
-        let a = causal_self_attention(&q, &k, &v, step)?;
-        Ok(self.w_o.forward(&self.attn_sub_norm.forward(&a)?)?)
+    /// `x += W_o · attn_sub_norm(attention(W_q·h, W_k·h, W_v·h))`, `h = attn_norm(x)`.
+    fn attention(&self, x: &mut [f32], n: usize, step: &mut Step<'_>, w: &mut Work) -> Result<()> {
+        let (q_dim, kv_dim) = (self.w_q.out_features(), self.w_k.out_features());
+        let h = sized(&mut w.h, x.len());
+        self.attn_norm.forward(x, h)?;
+        let (q, k, v) = (
+            sized(&mut w.q, n * q_dim),
+            sized(&mut w.k, n * kv_dim),
+            sized(&mut w.v, n * kv_dim),
+        );
+        BitLinear::forward_rows(&[&self.w_q, &self.w_k, &self.w_v], h, n, &mut [q, k, v])?;
+        let a = sized(&mut w.a, n * q_dim);
+        causal_self_attention(q, k, v, n, step, &mut w.heads, a)?;
+        self.attn_sub_norm.forward(a, q)?;
+        let o = sized(&mut w.o, x.len());
+        BitLinear::forward_rows(&[&self.w_o], q, n, &mut [o])?;
+        add_assign(x, o);
+        Ok(())
     }
 
-    /// `W_down · ffn_sub_norm(act(W_gate·h) ⊙ W_up·h)`.
-    fn ffn(&self, h: &Tensor) -> Result<Tensor> {
-        let gate = self.w_gate.forward(h)?;
-        let gate = match self.activation {
-            FfnActivation::Relu2 => relu2(&gate)?,
-            FfnActivation::Silu => candle_nn::ops::silu(&gate)?,
-        };
-        let m = (gate * self.w_up.forward(h)?)?;
-        Ok(self.w_down.forward(&self.ffn_sub_norm.forward(&m)?)?)
+    /// `x += W_down · ffn_sub_norm(act(W_gate·h) ⊙ W_up·h)`, `h = ffn_norm(x)`.
+    fn ffn(&self, x: &mut [f32], n: usize, w: &mut Work) -> Result<()> {
+        let ff = self.w_gate.out_features();
+        let h = sized(&mut w.h, x.len());
+        self.ffn_norm.forward(x, h)?;
+        let (gate, up) = (sized(&mut w.gate, n * ff), sized(&mut w.up, n * ff));
+        BitLinear::forward_rows(&[&self.w_gate, &self.w_up], h, n, &mut [gate, up])?;
+        match self.activation {
+            FfnActivation::Relu2 => relu2_mul(gate, up),
+            FfnActivation::Silu => silu_mul(gate, up),
+        }
+        self.ffn_sub_norm.forward(gate, up)?;
+        let o = sized(&mut w.o, x.len());
+        BitLinear::forward_rows(&[&self.w_down], up, n, &mut [o])?;
+        add_assign(x, o);
+        Ok(())
     }
 }
 
 impl Block for SubLnBlock {
-    fn forward(&self, x: &Tensor, step: &mut Step<'_>) -> Result<Tensor> {
-        let h = self.attn_norm.forward(x)?;
-        let x = (x + self.attention(&h, step)?)?;
-        let h = self.ffn_norm.forward(&x)?;
-        Ok((&x + self.ffn(&h)?)?)
+    fn forward(
+        &self,
+        x: &mut [f32],
+        n_tokens: usize,
+        step: &mut Step<'_>,
+        work: &mut Work,
+    ) -> Result<()> {
+        self.attention(x, n_tokens, step, work)?;
+        self.ffn(x, n_tokens, work)
     }
 
     fn projections(&self) -> Vec<&BitLinear> {

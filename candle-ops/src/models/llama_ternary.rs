@@ -7,13 +7,11 @@
 //! llama.cpp's converters permute the q/k rows for its interleaved ("NORM") rope, which is why
 //! this architecture uses [`crate::rope::RopeStyle::Interleaved`].
 
-use candle_core::{Module, Tensor};
-use candle_nn::RmsNorm;
-
 use super::attention::causal_self_attention;
 use super::config::ModelConfig;
 use super::loader::Loader;
-use super::{Block, Step};
+use super::rows::{add_assign, silu_mul, RmsNorm};
+use super::{sized, Block, Step, Work};
 use crate::bit_linear::BitLinear;
 use crate::Result;
 
@@ -49,29 +47,50 @@ impl LlamaBlock {
         })
     }
 
-    /// `W_o · attention(W_q·h, W_k·h, W_v·h)`.
-    fn attention(&self, h: &Tensor, step: &mut Step<'_>) -> Result<Tensor> {
-        let q = self.w_q.forward(h)?;
-        let k = self.w_k.forward(h)?;
-        let v = self.w_v.forward(h)?;
-        let a = causal_self_attention(&q, &k, &v, step)?;
-        Ok(self.w_o.forward(&a)?)
+    /// `x += W_o · attention(W_q·h, W_k·h, W_v·h)`, `h = attn_norm(x)`.
+    fn attention(&self, x: &mut [f32], n: usize, step: &mut Step<'_>, w: &mut Work) -> Result<()> {
+        let (q_dim, kv_dim) = (self.w_q.out_features(), self.w_k.out_features());
+        let h = sized(&mut w.h, x.len());
+        self.attn_norm.forward(x, h)?;
+        let (q, k, v) = (
+            sized(&mut w.q, n * q_dim),
+            sized(&mut w.k, n * kv_dim),
+            sized(&mut w.v, n * kv_dim),
+        );
+        BitLinear::forward_rows(&[&self.w_q, &self.w_k, &self.w_v], h, n, &mut [q, k, v])?;
+        let a = sized(&mut w.a, n * q_dim);
+        causal_self_attention(q, k, v, n, step, &mut w.heads, a)?;
+        let o = sized(&mut w.o, x.len());
+        BitLinear::forward_rows(&[&self.w_o], a, n, &mut [o])?;
+        add_assign(x, o);
+        Ok(())
     }
 
-    /// `W_down · (silu(W_gate·h) ⊙ W_up·h)`.
-    fn ffn(&self, h: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.w_gate.forward(h)?)?;
-        let m = (gate * self.w_up.forward(h)?)?;
-        Ok(self.w_down.forward(&m)?)
+    /// `x += W_down · (silu(W_gate·h) ⊙ W_up·h)`, `h = ffn_norm(x)`.
+    fn ffn(&self, x: &mut [f32], n: usize, w: &mut Work) -> Result<()> {
+        let ff = self.w_gate.out_features();
+        let h = sized(&mut w.h, x.len());
+        self.ffn_norm.forward(x, h)?;
+        let (gate, up) = (sized(&mut w.gate, n * ff), sized(&mut w.up, n * ff));
+        BitLinear::forward_rows(&[&self.w_gate, &self.w_up], h, n, &mut [gate, up])?;
+        silu_mul(gate, up);
+        let o = sized(&mut w.o, x.len());
+        BitLinear::forward_rows(&[&self.w_down], gate, n, &mut [o])?;
+        add_assign(x, o);
+        Ok(())
     }
 }
 
 impl Block for LlamaBlock {
-    fn forward(&self, x: &Tensor, step: &mut Step<'_>) -> Result<Tensor> {
-        let h = self.attn_norm.forward(x)?;
-        let x = (x + self.attention(&h, step)?)?;
-        let h = self.ffn_norm.forward(&x)?;
-        Ok((&x + self.ffn(&h)?)?)
+    fn forward(
+        &self,
+        x: &mut [f32],
+        n_tokens: usize,
+        step: &mut Step<'_>,
+        work: &mut Work,
+    ) -> Result<()> {
+        self.attention(x, n_tokens, step, work)?;
+        self.ffn(x, n_tokens, work)
     }
 
     fn projections(&self) -> Vec<&BitLinear> {

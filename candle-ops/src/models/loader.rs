@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use bitnet_backend::dense::DenseType;
 use bitnet_backend::gguf::{GgufFile, TensorInfo};
-use candle_core::{Device, Tensor};
-use candle_nn::RmsNorm;
 
+use super::rows::RmsNorm;
 use crate::bit_linear::BitLinear;
 use crate::embedding::{decode_float_row, DenseWeights, SharedBytes};
 use crate::{Error, Result};
@@ -96,8 +95,7 @@ impl<'a> Loader<'a> {
         let info = self.info(name)?;
         check_dims(info, &[width as u64])?;
         let values = decode_float_row(info, self.file.tensor_data(info)?)?;
-        let weight = Tensor::from_vec(values, width, &Device::Cpu)?;
-        Ok(RmsNorm::new(weight, eps as f64))
+        Ok(RmsNorm::new(values, eps))
     }
 
     /// The embedding / output table `[rows, cols]`; F32/F16/BF16/Q8_0 stay zero-copy in the mmap.

@@ -11,13 +11,13 @@ pub(crate) mod bitnet_b158;
 pub mod config;
 pub(crate) mod llama_ternary;
 mod loader;
+mod rows;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bitnet_backend::gguf::{GgmlType, GgufFile};
-use candle_core::{Device, Module, Tensor};
-use candle_nn::RmsNorm;
+use candle_core::{Device, Tensor};
 
 pub use config::{Architecture, ModelConfig};
 
@@ -29,11 +29,18 @@ use crate::rope::RotaryEmbedding;
 use crate::tokenizer::{Tokenizer, VocabMetadata};
 use crate::{Error, Result};
 use loader::Loader;
+use rows::RmsNorm;
 
 /// One transformer block of some architecture.
 pub(crate) trait Block: Send + Sync {
-    /// `x` is `[n_tokens, n_embd]`; returns the same shape.
-    fn forward(&self, x: &Tensor, step: &mut Step<'_>) -> Result<Tensor>;
+    /// Updates the residual stream `x` (`[n_tokens, n_embd]` rows) in place.
+    fn forward(
+        &self,
+        x: &mut [f32],
+        n_tokens: usize,
+        step: &mut Step<'_>,
+        work: &mut Work,
+    ) -> Result<()>;
     /// The ternary projections (for accounting).
     fn projections(&self) -> Vec<&BitLinear>;
 }
@@ -47,6 +54,26 @@ pub(crate) struct Step<'a> {
     pub(crate) head_dim: usize,
     pub(crate) rope: &'a RotaryEmbedding,
     pub(crate) cache: &'a mut KvCache,
+}
+
+/// Intermediate rows of one forward pass, reused by every block (no per-layer allocations).
+#[derive(Default)]
+pub(crate) struct Work {
+    pub(crate) h: Vec<f32>,
+    pub(crate) q: Vec<f32>,
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) a: Vec<f32>,
+    pub(crate) heads: Vec<f32>,
+    pub(crate) o: Vec<f32>,
+    pub(crate) gate: Vec<f32>,
+    pub(crate) up: Vec<f32>,
+}
+
+/// `buf` resized to `len` values (contents unspecified: every user overwrites them).
+pub(crate) fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..]
 }
 
 /// Which positions [`ModelWeights::forward`] returns logits for.
@@ -188,7 +215,9 @@ impl ModelWeights {
             )));
         }
         cache.check_room(start_pos, tokens.len())?;
-        let mut x = self.token_embd.lookup(tokens)?;
+        let n_tokens = tokens.len();
+        let mut x = rows::tensor_rows(&self.token_embd.lookup(tokens)?)?;
+        let mut work = Work::default();
         for (layer, block) in self.blocks.iter().enumerate() {
             let mut step = Step {
                 layer,
@@ -199,15 +228,17 @@ impl ModelWeights {
                 rope: &self.rope,
                 cache,
             };
-            x = block.forward(&x, &mut step)?;
+            block.forward(&mut x, n_tokens, &mut step, &mut work)?;
         }
-        cache.set_len(start_pos + tokens.len());
+        cache.set_len(start_pos + n_tokens);
+        let e = self.config.n_embd;
         let x = match logits {
-            Logits::Last => x.narrow(0, tokens.len() - 1, 1)?,
-            Logits::All => x,
+            Logits::Last => &x[(n_tokens - 1) * e..],
+            Logits::All => &x[..],
         };
-        let x = self.output_norm.forward(&x)?;
-        let out = self.output.matmul_t(&x)?;
+        let mut normed = vec![0f32; x.len()];
+        self.output_norm.forward(x, &mut normed)?;
+        let out = self.output.matmul_t(&rows::rows_tensor(normed, e)?)?;
         Ok(match logits {
             Logits::Last => out.squeeze(0)?,
             Logits::All => out,
