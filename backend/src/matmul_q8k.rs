@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 /// Below this many multiply-adds a matmul runs on the calling thread only.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// Tasks a parallel mat-mul is cut into, per thread.
+const TASKS_PER_THREAD: usize = 4;
 
 fn shape_error(op: &'static str, problem: String) -> Error {
     Error::Shape { op, problem }
@@ -310,15 +312,18 @@ pub fn ternary_matmul_q8k_quantized_with(
         return Ok(());
     }
     let n_strips = rows.div_ceil(STRIP_ROWS);
-    let nth = if n_tokens * rows * w.cols() < PARALLEL_MIN_MACS {
+    // Several tasks per thread: threads claim them dynamically, so one that starts late or is
+    // preempted (a shared machine, a host's thread team arriving one by one) is made up for
+    // by the others instead of the whole job waiting for its one large share.
+    let n_tasks = if n_tokens * rows * w.cols() < PARALLEL_MIN_MACS {
         1
     } else {
-        threads::num_threads().clamp(1, n_strips)
+        (threads::num_threads() * TASKS_PER_THREAD).clamp(1, n_strips)
     };
     let toks: Vec<TokenQ8k<'_>> = (0..n_tokens).map(|t| acts.token(t)).collect();
     let out = OutPtr(y.as_mut_ptr());
-    threads::parallel_for(nth, |i| {
-        let (s0, s1) = (n_strips * i / nth, n_strips * (i + 1) / nth);
+    threads::parallel_for(n_tasks, |i| {
+        let (s0, s1) = (n_strips * i / n_tasks, n_strips * (i + 1) / n_tasks);
         let mut buf = [[0f32; STRIP_ROWS]; 16];
         for s in s0..s1 {
             let strip = w.codes.strips(s, s + 1);

@@ -10,6 +10,7 @@ use bitnet_backend::{kernels, threads};
 use crate::buffer;
 use crate::compute::{self, Path};
 use crate::host;
+use crate::omp;
 use crate::sys;
 
 const NAME: &std::ffi::CStr = c"BITNET";
@@ -204,6 +205,16 @@ extern "C" fn dev_init_backend(
     dev: sys::ggml_backend_dev_t,
     _params: *const c_char,
 ) -> sys::ggml_backend_t {
+    // By now the host has loaded its CPU backend (and with it libgomp, if it uses OpenMP).
+    let on_openmp = omp::configure();
+    host::log(
+        sys::GGML_LOG_LEVEL_DEBUG,
+        if on_openmp {
+            "mat-muls run on the host's OpenMP threads"
+        } else {
+            "mat-muls run on bitnet-rs's thread pool"
+        },
+    );
     let backend = sys::ggml_backend {
         guid: GUID.as_ptr() as *mut _,
         iface: sys::ggml_backend_i {

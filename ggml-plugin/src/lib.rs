@@ -16,6 +16,7 @@ mod buffer;
 mod compute;
 mod device;
 mod host;
+mod omp;
 pub mod sys;
 
 /// Entry point the ggml loader looks up (`dlsym`).

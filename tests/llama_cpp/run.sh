@@ -83,6 +83,15 @@ for ty in tq2_0 tq1_0; do
     }
     check "$ty, $threads thread(s): all ternary mat-muls on the plugin, same greedy tokens and logits" logits_match
   done
+  own_pool() {
+    # Without the host's OpenMP team the plugin uses bitnet-rs's own pool: same numbers.
+    "$work/logits" dump "$bin" "$model" "$work/cpu.bin" "$prompt" 2 4 >"$work/cpu.txt"
+    BITNET_GGML_OPENMP=0 GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" \
+      "$work/plugin.bin" "$prompt" 2 4 >"$work/plugin.txt"
+    grep -Eq "ternary_mul_mats=[1-9][0-9]* on_plugin=[1-9][0-9]*$" "$work/plugin.txt"
+    "$work/logits" compare "$work/plugin.bin" "$work/cpu.bin" 1e-4
+  }
+  check "$ty, 2 threads, bitnet-rs's pool instead of OpenMP: same logits" own_pool
   greedy_same() {
     # An empty prompt (BOS only): the vocabulary cannot tokenize text (see above).
     # llama-completion prints tokens through llama.cpp's asynchronous logger, which it does
@@ -96,6 +105,8 @@ for ty in tq2_0 tq1_0; do
     "$bin/llama-completion" "${args[@]}" --prompt-cache "$work/cpu.session" >/dev/null 2>"$work/cpu-gen.log"
     BITNET_GGML_STATS=1 GGML_BACKEND_PATH="$plugin" "$bin/llama-completion" "${args[@]}" \
       --prompt-cache "$work/plugin.session" >/dev/null 2>"$work/plugin-gen.log"
+    # llama.cpp's CPU backend uses OpenMP, so the plugin runs its work on the same team.
+    grep "ggml-bitnet: mat-muls run on the host's OpenMP threads" "$work/plugin-gen.log"
     # The plugin's stats line goes straight to stderr (not through the logger).
     grep -E "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel" "$work/plugin-gen.log"
     # Header: magic, version, token count (u32 each), then the token ids (i32): BOS + 32.
