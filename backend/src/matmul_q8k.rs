@@ -11,6 +11,7 @@
 //! math on the original bytes that the fast path is tested against bit for bit.
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use half::f16;
 
@@ -23,6 +24,8 @@ use crate::{Error, Result};
 
 /// Below this many multiply-adds a matmul runs on the calling thread only.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// Below this many activation values, Q8_K quantization runs on the calling thread only.
+const PARALLEL_MIN_QUANT: usize = 1 << 15;
 /// Tasks a parallel mat-mul is cut into, per thread.
 const TASKS_PER_THREAD: usize = 4;
 
@@ -81,13 +84,36 @@ impl Q8kActivations {
         self.qs.resize(x.len(), 0);
         self.d.resize(n_tokens * nb, 0.0);
         self.corr.resize(n_tokens * nb, [0; LANES]);
-        let blocks = x
-            .chunks_exact(QK_K)
-            .zip(self.qs.chunks_exact_mut(QK_K))
-            .zip(self.d.iter_mut().zip(self.corr.iter_mut()));
-        for ((xb, qb), (d, corr)) in blocks {
-            *d = quantize_block(xb, qb, corr);
+        // Large batches (prompts) are quantized on every thread: on the caller alone this was
+        // a serial stretch in every mat-mul while the other threads waited.
+        let n_tasks = if x.len() < PARALLEL_MIN_QUANT {
+            1
+        } else {
+            (threads::num_threads() * TASKS_PER_THREAD).min(n_tokens)
+        };
+        if n_tasks <= 1 {
+            quantize_blocks(x, &mut self.qs, &mut self.d, &mut self.corr);
+            return Ok(());
         }
+        // Task i quantizes tokens [n_tokens·i/n_tasks, n_tokens·(i+1)/n_tasks): disjoint
+        // slices, each behind its own (never contended) lock so the closure can be shared.
+        let mut parts = Vec::with_capacity(n_tasks);
+        let (mut x, mut qs, mut d, mut corr) =
+            (x, &mut self.qs[..], &mut self.d[..], &mut self.corr[..]);
+        for i in 0..n_tasks {
+            let toks = n_tokens * (i + 1) / n_tasks - n_tokens * i / n_tasks;
+            let (x0, x1) = x.split_at(toks * cols);
+            let (q0, q1) = qs.split_at_mut(toks * cols);
+            let (d0, d1) = d.split_at_mut(toks * nb);
+            let (c0, c1) = corr.split_at_mut(toks * nb);
+            parts.push(Mutex::new((x0, q0, d0, c0)));
+            (x, qs, d, corr) = (x1, q1, d1, c1);
+        }
+        threads::parallel_for(n_tasks, |i| {
+            let mut part = parts[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (x, qs, d, corr) = &mut *part;
+            quantize_blocks(x, qs, d, corr);
+        });
         Ok(())
     }
 
@@ -124,6 +150,17 @@ impl Q8kActivations {
 
 /// One block of ggml's `quantize_row_q8_K_ref`; returns `d` and fills the per-lane sums of
 /// `q` over columns `32L..32L+32` (ggml's `bsums[2L] + bsums[2L+1]`).
+/// Quantizes consecutive 256-value blocks of `x` into `qs`, `d` and `corr`.
+fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], corr: &mut [[i32; LANES]]) {
+    let blocks = x
+        .chunks_exact(QK_K)
+        .zip(qs.chunks_exact_mut(QK_K))
+        .zip(d.iter_mut().zip(corr.iter_mut()));
+    for ((xb, qb), (d, corr)) in blocks {
+        *d = quantize_block(xb, qb, corr);
+    }
+}
+
 fn quantize_block(x: &[f32], q: &mut [i8], corr: &mut [i32; LANES]) -> f32 {
     // ggml keeps the first value of largest magnitude (NaNs never compare greater).
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -602,7 +639,8 @@ mod tests {
                 let bytes = random_tq(ty, &mut rng, rows, cols);
                 let w = TqMatrix::new(ty, &bytes, rows, cols).unwrap();
                 assert_eq!(w.to_bytes(ty).unwrap(), bytes);
-                for n_tokens in [1usize, 2, 3, 7, 16, 21] {
+                // 48 × 768 values: quantized on several threads (PARALLEL_MIN_QUANT).
+                for n_tokens in [1usize, 2, 3, 7, 16, 21, 48] {
                     let mut x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.f32() * 3.0).collect();
                     let zero_block = cols..(cols + 256).min(x.len());
                     x[zero_block].iter_mut().for_each(|v| *v = 0.0);
