@@ -1,6 +1,7 @@
 //! The plugin's buffer type. Ternary weights uploaded into it (`set_tensor`) are repacked once
-//! into the kernels' layout and kept only in that form; every other tensor (the mat-mul outputs
-//! the scheduler allocates here) lives in plain host memory at its usual offset.
+//! into the kernels' layout and kept only in that form; every other tensor (the F16 LM head,
+//! the mat-mul outputs and inputs the scheduler allocates here) lives in plain host memory at
+//! its usual offset.
 //!
 //! The buffer reserves `size` bytes of zeroed memory, so every tensor has a stable address
 //! (`tensor->data`), but the pages of repacked weights are never touched and never become
@@ -77,6 +78,12 @@ pub fn nbytes(t: &sys::ggml_tensor) -> Option<usize> {
                 .iter()
                 .try_fold(4usize, |a, &n| a.checked_mul(usize::try_from(n).ok()?))
         }
+        sys::GGML_TYPE_F16 => {
+            return t
+                .ne
+                .iter()
+                .try_fold(2usize, |a, &n| a.checked_mul(usize::try_from(n).ok()?))
+        }
         sys::GGML_TYPE_TQ2_0 => 66,
         sys::GGML_TYPE_TQ1_0 => 54,
         _ => return None,
@@ -87,12 +94,18 @@ pub fn nbytes(t: &sys::ggml_tensor) -> Option<usize> {
     (n % 256 == 0).then_some(n / 256 * block_bytes)
 }
 
-/// `(rows, cols)` of a 2-D ternary weight.
-pub fn weight_shape(t: &sys::ggml_tensor) -> Option<(usize, usize)> {
-    if t.ne[2] != 1 || t.ne[3] != 1 || t.ne[0] <= 0 || t.ne[0] % 256 != 0 || t.ne[1] <= 0 {
+/// `(rows, cols)` of a contiguous 2-D tensor.
+pub fn matrix_shape(t: &sys::ggml_tensor) -> Option<(usize, usize)> {
+    if t.ne[2] != 1 || t.ne[3] != 1 || t.ne[0] <= 0 || t.ne[1] <= 0 {
         return None;
     }
-    Some((t.ne[1] as usize, t.ne[0] as usize))
+    let row_bytes = nbytes(t)? / t.ne[1] as usize;
+    (t.nb[1] == row_bytes).then_some((t.ne[1] as usize, t.ne[0] as usize))
+}
+
+/// `(rows, cols)` of a 2-D ternary weight (whole 256-weight blocks per row).
+pub fn weight_shape(t: &sys::ggml_tensor) -> Option<(usize, usize)> {
+    matrix_shape(t).filter(|&(_, cols)| cols % 256 == 0)
 }
 
 /// Repacks one weight from its ggml bytes; TQ2_0 data the layout cannot hold stays raw.

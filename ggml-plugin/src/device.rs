@@ -155,6 +155,8 @@ extern "C" fn dev_supports_op(_: sys::ggml_backend_dev_t, op: *const sys::ggml_t
         o if compute::is_view_op(o) => true,
         // SAFETY: the op's sources are live tensors.
         sys::GGML_OP_MUL_MAT => unsafe { compute::supports_mul_mat(op, our_buft()) },
+        // SAFETY: as above.
+        sys::GGML_OP_GET_ROWS => unsafe { compute::supports_get_rows(op, our_buft()) },
         _ => false,
     }
 }
@@ -197,6 +199,7 @@ struct Stats {
     mul_mat: AtomicU64,
     tokens: AtomicU64,
     reference: AtomicU64,
+    head: AtomicU64,
 }
 
 static GUID: [u8; 16] = *b"bitnet-rs-ternry";
@@ -246,10 +249,11 @@ extern "C" fn backend_free(backend: sys::ggml_backend_t) {
         // log through an asynchronous logger that they do not flush at exit (when backends are
         // freed), and whose thread may be writing to stderr at the same moment.
         let line = format!(
-            "ggml-bitnet: stats: {} ternary mat-muls ({} token rows), {} on the reference kernel\n",
+            "ggml-bitnet: stats: {} ternary mat-muls ({} token rows), {} on the reference kernel; {} F16 head ops\n",
             stats.mul_mat.load(Ordering::Relaxed),
             stats.tokens.load(Ordering::Relaxed),
-            stats.reference.load(Ordering::Relaxed)
+            stats.reference.load(Ordering::Relaxed),
+            stats.head.load(Ordering::Relaxed)
         );
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
@@ -272,16 +276,19 @@ extern "C" fn graph_compute(
         if node.flags & sys::GGML_TENSOR_FLAG_COMPUTE as i32 == 0 || compute::is_view_op(node.op) {
             continue;
         }
-        if node.op != sys::GGML_OP_MUL_MAT {
-            host::log(
-                sys::GGML_LOG_LEVEL_ERROR,
-                &format!("unsupported op {} scheduled on BITNET", node.op),
-            );
-            return sys::GGML_STATUS_FAILED;
-        }
         // SAFETY: the scheduler only gives us nodes supports_op accepted, allocated, with
         // their weight in our buffer (a weight elsewhere is rejected by supports_op).
-        match unsafe { compute::mul_mat(node) } {
+        let result = unsafe {
+            match node.op {
+                sys::GGML_OP_MUL_MAT => compute::mul_mat(node),
+                sys::GGML_OP_GET_ROWS => compute::get_rows(node),
+                op => Err(format!("unsupported op {op} scheduled on BITNET")),
+            }
+        };
+        match result {
+            Ok(Path::Head) => {
+                stats.head.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(path) => {
                 stats.mul_mat.fetch_add(1, Ordering::Relaxed);
                 let tokens = (node.ne[1] * node.ne[2] * node.ne[3]) as u64;

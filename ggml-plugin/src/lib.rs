@@ -3,10 +3,12 @@
 //!
 //! Load it with `GGML_BACKEND_PATH=/path/to/libggml_bitnet.so`. It registers one ACCEL device
 //! ("BITNET"), which llama.cpp uses without any flag. Its buffer type takes exactly the weights
-//! whose mat-mul it supports (2-D TQ2_0/TQ1_0 with F32 activations) and repacks them on upload;
-//! every other op stays on the CPU backend. Results equal the CPU backend's bit for bit
+//! whose ops it supports (2-D TQ2_0/TQ1_0 mat-muls with F32 activations, repacked on upload;
+//! the F16 LM head `output.weight` or tied `token_embd.weight`, mat-mul and row lookup); every
+//! other op stays on the CPU backend. Ternary results equal the CPU backend's bit for bit
 //! (ggml's Q8_K activation quantization and block-wise float accumulation, see
-//! `bitnet_backend::matmul_q8k`).
+//! `bitnet_backend::matmul_q8k`); the head rounds activations to F16 as ggml does and differs
+//! only in summation order (about 1e-7 relative).
 //!
 //! Layouts come from bindgen over the vendored headers of the one ggml version it is built for
 //! (vendor/ggml); `ggml_backend_init` returns NULL with a log line on any other host version.

@@ -23,6 +23,8 @@
 struct Counts {
     int ternary = 0;
     int on_plugin = 0;
+    int head = 0;
+    int head_on_plugin = 0;
 };
 
 static bool is_ternary_mul_mat(const ggml_tensor * t) {
@@ -30,16 +32,29 @@ static bool is_ternary_mul_mat(const ggml_tensor * t) {
            (t->src[0]->type == GGML_TYPE_TQ2_0 || t->src[0]->type == GGML_TYPE_TQ1_0);
 }
 
+// The LM head: an F16 mat-mul by the output (or tied embedding) matrix.
+static bool is_head_mul_mat(const ggml_tensor * t) {
+    return t->op == GGML_OP_MUL_MAT && t->src[0] && t->src[0]->type == GGML_TYPE_F16 &&
+           (std::strcmp(t->src[0]->name, "output.weight") == 0 ||
+            std::strcmp(t->src[0]->name, "token_embd.weight") == 0);
+}
+
+static bool on_plugin(const ggml_tensor * t) {
+    return t->buffer && std::strcmp(ggml_backend_buffer_name(t->buffer), "BITNET") == 0;
+}
+
 static bool observe(ggml_tensor * t, bool ask, void * user_data) {
     if (ask) {
-        return is_ternary_mul_mat(t);
+        return is_ternary_mul_mat(t) || is_head_mul_mat(t);
     }
     auto * c = static_cast<Counts *>(user_data);
     if (is_ternary_mul_mat(t)) {
         c->ternary++;
-        if (t->buffer && std::strcmp(ggml_backend_buffer_name(t->buffer), "BITNET") == 0) {
-            c->on_plugin++;
-        }
+        c->on_plugin += on_plugin(t);
+    }
+    if (is_head_mul_mat(t)) {
+        c->head++;
+        c->head_on_plugin += on_plugin(t);
     }
     return true;
 }
@@ -128,7 +143,8 @@ static int dump(const char * backend_dir, const char * model_path, const char * 
     }
     std::fclose(f);
     std::printf("generated=%s\n", generated.c_str());
-    std::printf("tokens=%d vocab=%d ternary_mul_mats=%d on_plugin=%d\n", n, n_vocab, counts.ternary, counts.on_plugin);
+    std::printf("tokens=%d vocab=%d head_mul_mats=%d head_on_plugin=%d ternary_mul_mats=%d on_plugin=%d\n", n, n_vocab,
+                counts.head, counts.head_on_plugin, counts.ternary, counts.on_plugin);
     llama_batch_free(batch);
     llama_free(ctx);
     llama_model_free(model);
