@@ -296,7 +296,7 @@ fn a_client_that_disconnects_cancels_its_generation() {
     assert_eq!(status, 200, "{resp}");
     assert!(json(&resp)["usage"]["completion_tokens"].as_u64().unwrap() <= 2);
     // The slot served the second request only after the first one ended: it must have been
-    // cancelled early, not run to its 200 tokens.
+    // cancelled early (while queued or while generating), not run to its 3000 tokens.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (log, cancelled) = loop {
         let log = s.log.lock().unwrap().clone();

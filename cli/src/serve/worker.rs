@@ -78,6 +78,9 @@ fn slot_loop(mut session: Session, rx: Arc<Mutex<Receiver<Job>>>) {
             }
         };
         if job.events.is_closed() {
+            eprintln!(
+                "request cancelled: client disconnected after 0 generated tokens (while queued)"
+            );
             continue;
         }
         let events = job.events.clone();
