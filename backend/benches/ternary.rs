@@ -18,6 +18,8 @@ use bitnet_backend::matmul::{ternary_matmul, ternary_matmul_multi};
 use bitnet_backend::threads::{self, PoolKind};
 use bitnet_backend::{kernels, TernaryMatrix};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const HIDDEN: usize = 2560;
 const KV: usize = 640;
@@ -50,23 +52,12 @@ fn quick() -> bool {
     std::env::var("BITNET_BENCH_QUICK").is_ok_and(|v| v != "0")
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// A random ternary matrix, built through I2_S bytes (codes 0..=2) as a model load would.
-fn random_matrix(rows: usize, cols: usize, rng: &mut Rng) -> TernaryMatrix {
+fn random_matrix(rows: usize, cols: usize, rng: &mut StdRng) -> TernaryMatrix {
     let n = rows * cols;
     let mut bytes = vec![0u8; i2s::packed_size(n)];
     for chunk in bytes[..n / 4].chunks_mut(8) {
-        let x = rng.next();
+        let x: u64 = rng.random();
         // Turn code 3 into code 1 (zero) so every field is a valid ternary code.
         let x = x & !((x & (x >> 1) & 0x5555_5555_5555_5555) << 1);
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
@@ -75,9 +66,9 @@ fn random_matrix(rows: usize, cols: usize, rng: &mut Rng) -> TernaryMatrix {
     TernaryMatrix::from_i2s(&bytes, rows, cols).expect("valid I2_S")
 }
 
-fn random_x(n: usize, rng: &mut Rng) -> Vec<f32> {
+fn random_x(n: usize, rng: &mut StdRng) -> Vec<f32> {
     (0..n)
-        .map(|_| (rng.next() % 20_001) as f32 / 10_000.0 - 1.0)
+        .map(|_| (rng.random_range(0..20_001u32)) as f32 / 10_000.0 - 1.0)
         .collect()
 }
 
@@ -132,7 +123,7 @@ fn print_summary(rows: &[Row], bw: &[f64; 2]) {
 
 fn benches(c: &mut Criterion) {
     let quick = quick();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = StdRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
     let bw_bytes = if quick { 64 << 20 } else { 1 << 30 };
     let bw = [
         measure_read_bandwidth_with(1, bw_bytes, 5).median_gb_s(),
@@ -224,11 +215,13 @@ fn benches(c: &mut Criterion) {
         let n = rows * cols;
         let mut i2 = vec![0u8; i2s::packed_size(n)];
         for chunk in i2[..n / 4].chunks_mut(8) {
-            let x = rng.next();
+            let x: u64 = rng.random();
             let x = x & !((x & (x >> 1) & 0x5555_5555_5555_5555) << 1);
             chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
         }
-        let values: Vec<i8> = (0..n).map(|_| (rng.next() % 3) as i8 - 1).collect();
+        let values: Vec<i8> = (0..n)
+            .map(|_| (rng.random_range(0..3u8)) as i8 - 1)
+            .collect();
         let mut g = c.benchmark_group("repack");
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function("from_i2s_6912x2560", |b| {

@@ -553,24 +553,14 @@ pub mod reference {
 mod tests {
     use super::*;
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn f32(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        }
-    }
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     /// Random TQ bytes with valid codes and a few different block scales (one of them 0).
-    fn random_tq(ty: TqType, rng: &mut Rng, rows: usize, cols: usize) -> Vec<u8> {
+    fn random_tq(ty: TqType, rng: &mut StdRng, rows: usize, cols: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for i in 0..rows * cols / QK_K {
-            let v: Vec<i8> = (0..QK_K).map(|_| (rng.next() % 3) as i8 - 1).collect();
+            let v: Vec<i8> = (0..QK_K).map(|_| rng.random_range(-1i8..=1)).collect();
             let d = if i % 11 == 5 {
                 0.0
             } else {
@@ -633,7 +623,7 @@ mod tests {
 
     #[test]
     fn fast_path_equals_reference_bit_for_bit() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
         for ty in [TqType::Tq2_0, TqType::Tq1_0] {
             for (rows, cols) in [(37, 512), (16, 256), (64, 768)] {
                 let bytes = random_tq(ty, &mut rng, rows, cols);
@@ -641,7 +631,9 @@ mod tests {
                 assert_eq!(w.to_bytes(ty).unwrap(), bytes);
                 // 48 × 768 values: quantized on several threads (PARALLEL_MIN_QUANT).
                 for n_tokens in [1usize, 2, 3, 7, 16, 21, 48] {
-                    let mut x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.f32() * 3.0).collect();
+                    let mut x: Vec<f32> = (0..n_tokens * cols)
+                        .map(|_| rng.random_range(-3.0f32..3.0))
+                        .collect();
                     let zero_block = cols..(cols + 256).min(x.len());
                     x[zero_block].iter_mut().for_each(|v| *v = 0.0);
                     let mut want = vec![0f32; n_tokens * rows];

@@ -8,16 +8,13 @@ use std::sync::Arc;
 use bitnet_backend::matmul::ternary_matmul;
 use bitnet_backend::threads::{self, PoolKind};
 use bitnet_backend::TernaryMatrix;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 fn matrix(rows: usize, cols: usize) -> TernaryMatrix {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = StdRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
     let values: Vec<i8> = (0..rows * cols)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 3) as i8 - 1
-        })
+        .map(|_| rng.random_range(-1i8..=1))
         .collect();
     TernaryMatrix::from_ternary(&values, rows, cols, 0.75).unwrap()
 }
