@@ -258,11 +258,11 @@ pub unsafe extern "C" fn bitnet_decode(
         // SAFETY: forwarded contract.
         let plan = unsafe { plan(c, batch, n_past, n_ctx) };
         // As documented: after a failed decode the sequence keeps only the positions before
-        // the batch and the previous batch's logits are gone (no stale rows for the host).
+        // the batch (a rejected plan changed nothing; a failed run cut the cache back to the
+        // batch start) and the previous batch's logits are gone (no stale rows for the host).
         let result = plan.and_then(|plan| run(c, &mut st, plan));
         if result.is_err() {
-            let kept = n_past.min(st.tokens.len());
-            st.truncate(kept);
+            st.forget_outputs();
         }
         result
     })

@@ -70,6 +70,11 @@ impl State {
     pub(crate) fn truncate(&mut self, n: usize) {
         self.cache.truncate(n);
         self.tokens.truncate(n);
+        self.forget_outputs();
+    }
+
+    /// Forgets the last batch's outputs (its logits can no longer be read).
+    pub(crate) fn forget_outputs(&mut self) {
         self.rows.clear();
         self.logits.clear();
     }
