@@ -81,6 +81,27 @@ fn is_contiguous_f32(t: &sys::ggml_tensor) -> bool {
         && t.nb[3] == t.nb[2] * ne[2]
 }
 
+/// The weight, the second source and the dimensions of that source and of the result.
+///
+/// # Safety
+/// `op` and its non-null sources must be live tensors.
+unsafe fn operands<'a>(
+    op: &sys::ggml_tensor,
+) -> Option<(
+    &'a sys::ggml_tensor,
+    &'a sys::ggml_tensor,
+    [usize; 4],
+    [usize; 4],
+)> {
+    let (src0, src1) = (op.src[0], op.src[1]);
+    if src0.is_null() || src1.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract, non-null sources are live.
+    let (w, b) = unsafe { (&*src0, &*src1) };
+    Some((w, b, dims(b)?, dims(op)?))
+}
+
 /// Whether we can compute this MUL_MAT: a 2-D TQ2_0/TQ1_0 weight or the F16 LM head (in our
 /// buffer, or not yet allocated), F32 activations whose rows are contiguous (any row strides),
 /// contiguous F32 output.
@@ -91,16 +112,11 @@ pub unsafe fn supports_mul_mat(
     op: &sys::ggml_tensor,
     our_buft: sys::ggml_backend_buffer_type_t,
 ) -> bool {
-    let (src0, src1) = (op.src[0], op.src[1]);
-    if src0.is_null() || src1.is_null() {
-        return false;
-    }
-    // SAFETY: per the contract, the sources are live.
-    let (w, x) = unsafe { (&*src0, &*src1) };
-    let Some((rows, cols)) = our_weight_shape(w) else {
+    // SAFETY: per the contract.
+    let Some((w, x, xd, yd)) = (unsafe { operands(op) }) else {
         return false;
     };
-    let (Some(xd), Some(yd)) = (dims(x), dims(op)) else {
+    let Some((rows, cols)) = our_weight_shape(w) else {
         return false;
     };
     // SAFETY: `w` is live (contract).
@@ -193,16 +209,11 @@ pub unsafe fn supports_get_rows(
     op: &sys::ggml_tensor,
     our_buft: sys::ggml_backend_buffer_type_t,
 ) -> bool {
-    let (src0, src1) = (op.src[0], op.src[1]);
-    if src0.is_null() || src1.is_null() {
-        return false;
-    }
-    // SAFETY: per the contract, the sources are live.
-    let (w, ids) = unsafe { (&*src0, &*src1) };
-    let Some((_, cols)) = head_shape(w) else {
+    // SAFETY: per the contract.
+    let Some((w, ids, id, yd)) = (unsafe { operands(op) }) else {
         return false;
     };
-    let (Some(id), Some(yd)) = (dims(ids), dims(op)) else {
+    let Some((_, cols)) = head_shape(w) else {
         return false;
     };
     // SAFETY: `w` is live (contract).
