@@ -15,6 +15,7 @@ pub mod q8_0;
 pub mod ternarize;
 pub mod tq1_0;
 pub mod tq2_0;
+mod tq_blocks;
 
 use crate::{Error, Result};
 

@@ -9,20 +9,19 @@
 
 use half::f16;
 
-use super::tq2_0::scale_to_f16;
-use super::{check_finite, check_len, check_multiple, check_ternary};
+use super::tq_blocks::{self, BlockLayout};
 use crate::Result;
 
 const FORMAT: &str = "TQ1_0";
 
 /// Elements per block.
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = tq_blocks::BLOCK;
 /// Bytes per block: 48 + 4 trit bytes + f16 scale.
 pub const BLOCK_BYTES: usize = 54;
 
 /// Total byte size of `n` elements (`n` must be a multiple of [`BLOCK`]).
 pub fn packed_size(n: usize) -> usize {
-    n / BLOCK * BLOCK_BYTES
+    LAYOUT.packed_size(n)
 }
 
 /// Encodes up to five trits (most significant first) as ggml's fixed-point byte.
@@ -70,81 +69,32 @@ fn unpack_block(block: &[u8], t: &mut [u8; BLOCK]) -> f16 {
     f16::from_le_bytes([block[52], block[53]])
 }
 
+const LAYOUT: BlockLayout = BlockLayout {
+    format: FORMAT,
+    block_bytes: BLOCK_BYTES,
+    pack: pack_block,
+    unpack: unpack_block,
+};
+
 /// Quantizes floats exactly as ggml's `quantize_row_tq1_0_ref`: per block `d = max|x|`,
-/// trit = `round_half_away(x * (1/d)) + 1`, `d` stored as f16. Input must be finite.
+/// code = `round_half_away(x * (1/d)) + 1`, `d` stored as f16. Input must be finite.
 pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
-    check_multiple(FORMAT, x.len(), BLOCK)?;
-    check_finite(FORMAT, x)?;
-    let mut out = vec![0u8; packed_size(x.len())];
-    let mut trits = [0u8; BLOCK];
-    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        let d = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        for (t, &v) in trits.iter_mut().zip(xb) {
-            // f32::round is C's lroundf rounding: half away from zero.
-            *t = ((v * id).round() as i32 + 1) as u8;
-        }
-        pack_block(&trits, f16::from_f32(d), ob);
-    }
-    Ok(out)
+    LAYOUT.quantize(x)
 }
 
 /// Dequantizes exactly as ggml's `dequantize_row_tq1_0`.
 pub fn dequantize(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
-    check_multiple(FORMAT, n, BLOCK)?;
-    check_len(FORMAT, "tensor data", bytes.len(), packed_size(n))?;
-    let mut out = vec![0f32; n];
-    let mut trits = [0u8; BLOCK];
-    for (ob, block) in out
-        .chunks_exact_mut(BLOCK)
-        .zip(bytes.chunks_exact(BLOCK_BYTES))
-    {
-        let d = unpack_block(block, &mut trits).to_f32();
-        for (o, &t) in ob.iter_mut().zip(&trits) {
-            *o = (t as i32 - 1) as f32 * d;
-        }
-    }
-    Ok(out)
+    LAYOUT.dequantize(bytes, n)
 }
 
 /// Packs ternary values with one scale for every block (`d = f16(scale)`).
 pub fn pack_ternary(values: &[i8], scale: f32) -> Result<Vec<u8>> {
-    check_multiple(FORMAT, values.len(), BLOCK)?;
-    check_ternary(FORMAT, values)?;
-    let d = scale_to_f16(FORMAT, scale)?;
-    let mut out = vec![0u8; packed_size(values.len())];
-    let mut trits = [0u8; BLOCK];
-    for (vb, ob) in values
-        .chunks_exact(BLOCK)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-    {
-        for (t, &v) in trits.iter_mut().zip(vb) {
-            *t = (v + 1) as u8;
-        }
-        pack_block(&trits, d, ob);
-    }
-    Ok(out)
+    LAYOUT.pack_ternary(values, scale)
 }
 
-/// Unpacks ternary values and the per-block scales. Every byte decodes to valid trits,
-/// so only the length can be wrong.
+/// Unpacks ternary values and the per-block scales. Every byte decodes to valid trits, so only the length can be wrong.
 pub fn unpack_ternary(bytes: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f16>)> {
-    check_multiple(FORMAT, n, BLOCK)?;
-    check_len(FORMAT, "tensor data", bytes.len(), packed_size(n))?;
-    let mut values = vec![0i8; n];
-    let mut scales = Vec::with_capacity(n / BLOCK);
-    let mut trits = [0u8; BLOCK];
-    for (vb, block) in values
-        .chunks_exact_mut(BLOCK)
-        .zip(bytes.chunks_exact(BLOCK_BYTES))
-    {
-        scales.push(unpack_block(block, &mut trits));
-        for (v, &t) in vb.iter_mut().zip(&trits) {
-            *v = t as i8 - 1;
-        }
-    }
-    debug_assert!(values.iter().all(|v| (-1..=1).contains(v)));
-    Ok((values, scales))
+    LAYOUT.unpack_ternary(bytes, n)
 }
 
 #[cfg(test)]

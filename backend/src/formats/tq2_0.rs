@@ -6,20 +6,20 @@
 
 use half::f16;
 
-use super::{check_finite, check_len, check_multiple, check_ternary};
-use crate::{Error, Result};
+use super::tq_blocks::{self, BlockLayout};
+use crate::Result;
 
 const FORMAT: &str = "TQ2_0";
 
 /// Elements per block.
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = tq_blocks::BLOCK;
 /// Bytes per block: 64 code bytes + f16 scale.
 pub const BLOCK_BYTES: usize = 66;
 const QS_BYTES: usize = 64;
 
 /// Total byte size of `n` elements (`n` must be a multiple of [`BLOCK`]).
 pub fn packed_size(n: usize) -> usize {
-    n / BLOCK * BLOCK_BYTES
+    LAYOUT.packed_size(n)
 }
 
 /// Writes 256 codes (each 0..=3) and `d` into one block.
@@ -48,99 +48,32 @@ fn unpack_block(block: &[u8], codes: &mut [u8; BLOCK]) -> f16 {
     f16::from_le_bytes([tail[0], tail[1]])
 }
 
+const LAYOUT: BlockLayout = BlockLayout {
+    format: FORMAT,
+    block_bytes: BLOCK_BYTES,
+    pack: pack_block,
+    unpack: unpack_block,
+};
+
 /// Quantizes floats exactly as ggml's `quantize_row_tq2_0_ref`: per block `d = max|x|`,
 /// code = `round_half_away(x * (1/d)) + 1`, `d` stored as f16. Input must be finite.
 pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
-    check_multiple(FORMAT, x.len(), BLOCK)?;
-    check_finite(FORMAT, x)?;
-    let mut out = vec![0u8; packed_size(x.len())];
-    let mut codes = [0u8; BLOCK];
-    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        let d = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        for (c, &v) in codes.iter_mut().zip(xb) {
-            // f32::round is C's lroundf rounding: half away from zero.
-            *c = ((v * id).round() as i32 + 1) as u8;
-        }
-        pack_block(&codes, f16::from_f32(d), ob);
-    }
-    Ok(out)
+    LAYOUT.quantize(x)
 }
 
 /// Dequantizes exactly as ggml's `dequantize_row_tq2_0` (code 3, unused, decodes to `2 * d`).
 pub fn dequantize(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
-    check_multiple(FORMAT, n, BLOCK)?;
-    check_len(FORMAT, "tensor data", bytes.len(), packed_size(n))?;
-    let mut out = vec![0f32; n];
-    let mut codes = [0u8; BLOCK];
-    for (ob, block) in out
-        .chunks_exact_mut(BLOCK)
-        .zip(bytes.chunks_exact(BLOCK_BYTES))
-    {
-        let d = unpack_block(block, &mut codes).to_f32();
-        for (o, &c) in ob.iter_mut().zip(&codes) {
-            *o = (c as i32 - 1) as f32 * d;
-        }
-    }
-    Ok(out)
+    LAYOUT.dequantize(bytes, n)
 }
 
 /// Packs ternary values with one scale for every block (`d = f16(scale)`).
 pub fn pack_ternary(values: &[i8], scale: f32) -> Result<Vec<u8>> {
-    check_multiple(FORMAT, values.len(), BLOCK)?;
-    check_ternary(FORMAT, values)?;
-    let d = scale_to_f16(FORMAT, scale)?;
-    let mut out = vec![0u8; packed_size(values.len())];
-    let mut codes = [0u8; BLOCK];
-    for (vb, ob) in values
-        .chunks_exact(BLOCK)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-    {
-        for (c, &v) in codes.iter_mut().zip(vb) {
-            *c = (v + 1) as u8;
-        }
-        pack_block(&codes, d, ob);
-    }
-    Ok(out)
+    LAYOUT.pack_ternary(values, scale)
 }
 
-/// Unpacks ternary codes and the per-block scales. Code 3 is not ternary and is an error.
+/// Unpacks ternary values and the per-block scales. Code 3 is not ternary and is an error.
 pub fn unpack_ternary(bytes: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f16>)> {
-    check_multiple(FORMAT, n, BLOCK)?;
-    check_len(FORMAT, "tensor data", bytes.len(), packed_size(n))?;
-    let mut values = vec![0i8; n];
-    let mut scales = Vec::with_capacity(n / BLOCK);
-    let mut codes = [0u8; BLOCK];
-    for (b, (vb, block)) in values
-        .chunks_exact_mut(BLOCK)
-        .zip(bytes.chunks_exact(BLOCK_BYTES))
-        .enumerate()
-    {
-        scales.push(unpack_block(block, &mut codes));
-        if let Some(i) = codes.iter().position(|&c| c == 3) {
-            return Err(Error::format(
-                FORMAT,
-                format!("invalid code 3 for element {}", b * BLOCK + i),
-            ));
-        }
-        for (v, &c) in vb.iter_mut().zip(&codes) {
-            *v = c as i8 - 1;
-        }
-    }
-    Ok((values, scales))
-}
-
-/// Converts a per-tensor scale to the f16 block scale, refusing values f16 cannot hold.
-pub(crate) fn scale_to_f16(format: &'static str, scale: f32) -> Result<f16> {
-    let d = f16::from_f32(scale);
-    if scale.is_finite() && d.is_finite() {
-        Ok(d)
-    } else {
-        Err(Error::format(
-            format,
-            format!("scale {scale} is not representable as a finite f16"),
-        ))
-    }
+    LAYOUT.unpack_ternary(bytes, n)
 }
 
 #[cfg(test)]
