@@ -5,40 +5,17 @@
 //! Needs a Python with `gguf==0.19.0` and numpy: `$BITNET_PYTHON`, else `<workspace>/.venv/bin/python`.
 //! Create it with `bash tests/setup-python.sh`. Without it these tests fail; they never skip.
 
-use std::path::{Path, PathBuf};
+#[path = "../../tests/gguf_py/python.rs"]
+mod gguf_python;
+
+use std::path::Path;
 use std::process::Command;
+
+use gguf_python::{python, workspace_root};
 
 use bitnet_backend::formats::{tq1_0, tq2_0};
 use bitnet_backend::gguf::{GgmlType, GgufFile, GgufWriter, Value, ValueType};
 use serde_json::{json, Value as Json};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("backend/ has a parent")
-        .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("BITNET_PYTHON")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    let check = "import importlib.metadata as m, numpy; v = m.version('gguf'); \
-                 assert v == '0.19.0', 'gguf ' + v + ' installed, 0.19.0 needed'";
-    let ok = Command::new(&py)
-        .args(["-c", check])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "no usable Python with gguf==0.19.0 and numpy at {} (set BITNET_PYTHON or run \
-         `bash tests/setup-python.sh` in the workspace root)",
-        py.display()
-    );
-    py
-}
 
 fn run_script(script: &str, args: &[&Path]) {
     let path = workspace_root().join("tests/gguf_py").join(script);

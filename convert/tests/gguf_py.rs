@@ -7,37 +7,19 @@
 //! tests fail with that message; they never skip.
 
 mod common;
+#[path = "../../tests/gguf_py/python.rs"]
+mod gguf_python;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bitnet_backend::formats::{q4_0, q6_k, q8_0, tq1_0, tq2_0};
 use bitnet_backend::gguf::{GgmlType, GgufFile};
 use bitnet_convert::{convert, ConvertOptions, EmbeddingType, NoProgress, OutType};
 use common::*;
+use gguf_python::python;
 use half::f16;
 use serde_json::{json, Value};
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("BITNET_PYTHON")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    let check = "import importlib.metadata as m, numpy; v = m.version('gguf'); \
-                 assert v == '0.19.0', 'gguf ' + v + ' installed, 0.19.0 needed'";
-    let ok = Command::new(&py)
-        .args(["-c", check])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "no usable Python with gguf==0.19.0 and numpy at {} (set BITNET_PYTHON or run \
-         `bash tests/setup-python.sh` in the workspace root)",
-        py.display()
-    );
-    py
-}
 
 /// Our own f32 decoding of a tensor.
 fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Vec<f32> {
