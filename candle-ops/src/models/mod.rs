@@ -8,6 +8,7 @@
 mod attention;
 pub(crate) mod bitnet;
 pub(crate) mod bitnet_b158;
+mod block;
 pub mod config;
 pub(crate) mod llama_ternary;
 mod loader;
@@ -118,9 +119,9 @@ impl ModelWeights {
         let config = ModelConfig::from_gguf(file)?;
         let l = Loader::new(file, path, &config.architecture)?;
         let blocks = match config.arch {
-            Architecture::BitNetB158 => bitnet_b158::load_blocks(&l, &config)?,
-            Architecture::BitNet => bitnet::load_blocks(&l, &config)?,
-            Architecture::LlamaTernary => llama_ternary::load_blocks(&l, &config)?,
+            Architecture::BitNetB158 => block::load_blocks(&l, &config, bitnet_b158::BLOCK)?,
+            Architecture::BitNet => block::load_blocks(&l, &config, bitnet::BLOCK)?,
+            Architecture::LlamaTernary => block::load_blocks(&l, &config, llama_ternary::BLOCK)?,
         };
         let (v, e) = (config.n_vocab, config.n_embd);
         let token_embd = l.dense("token_embd.weight", v, e)?;
