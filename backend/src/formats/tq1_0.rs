@@ -92,7 +92,8 @@ pub fn pack_ternary(values: &[i8], scale: f32) -> Result<Vec<u8>> {
     LAYOUT.pack_ternary(values, scale)
 }
 
-/// Unpacks ternary values and the per-block scales. Every byte decodes to valid trits, so only the length can be wrong.
+/// Unpacks ternary values and the per-block scales. Every byte decodes to valid trits, so only
+/// the length can be wrong.
 pub fn unpack_ternary(bytes: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f16>)> {
     LAYOUT.unpack_ternary(bytes, n)
 }
