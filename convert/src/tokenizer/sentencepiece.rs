@@ -204,56 +204,11 @@ pub(super) fn load(path: &Path, dir: &Path, n_vocab: usize) -> Result<Vocab> {
     })
 }
 
-/// Test helper: encodes a SentencePiece model with the fields [`parse`] reads.
+/// Test helper: encodes a SentencePiece model with the fields [`parse`] reads (shared with the
+/// integration tests' synthetic checkpoints).
 #[cfg(test)]
-pub(crate) fn encode_for_tests(
-    pieces: &[(&str, f32, i32)],
-    bos: i32,
-    eos: i32,
-    unk: i32,
-    pad: i32,
-    dummy_prefix: bool,
-) -> Vec<u8> {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn bytes_field(n: u64, b: &[u8], out: &mut Vec<u8>) {
-        varint(n << 3 | 2, out);
-        varint(b.len() as u64, out);
-        out.extend_from_slice(b);
-    }
-    let mut out = Vec::new();
-    for (p, s, t) in pieces {
-        let mut m = Vec::new();
-        bytes_field(1, p.as_bytes(), &mut m);
-        varint(2 << 3 | 5, &mut m);
-        m.extend(s.to_le_bytes());
-        varint(3 << 3, &mut m);
-        varint(*t as u64, &mut m);
-        bytes_field(1, &m, &mut out);
-    }
-    let mut t = Vec::new();
-    varint(3 << 3, &mut t);
-    varint(MODEL_TYPE_BPE, &mut t);
-    for (n, v) in [(40u64, unk), (41, bos), (42, eos), (43, pad)] {
-        varint(n << 3, &mut t);
-        varint(v as i64 as u64, &mut t);
-    }
-    bytes_field(2, &t, &mut out);
-    let mut n = Vec::new();
-    varint(3 << 3, &mut n);
-    varint(dummy_prefix as u64, &mut n);
-    bytes_field(3, &n, &mut out);
-    out
-}
+#[path = "../../tests/common/sentencepiece_model.rs"]
+pub(crate) mod test_model;
 
 #[cfg(test)]
 mod tests {
@@ -261,7 +216,7 @@ mod tests {
 
     #[test]
     fn parses_pieces_and_specs() {
-        let bytes = encode_for_tests(
+        let bytes = test_model::encode(
             &[
                 ("<unk>", 0.0, 2),
                 ("<s>", 0.0, 3),
@@ -291,7 +246,7 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(parse(b"").is_err());
         assert!(parse(b"{\"not\": \"protobuf\"}").is_err());
-        let mut bytes = encode_for_tests(&[("a", 0.0, 1)], 1, 2, 0, -1, true);
+        let mut bytes = test_model::encode(&[("a", 0.0, 1)], 1, 2, 0, -1, true);
         bytes.truncate(bytes.len() - 3);
         assert!(parse(&bytes).is_err());
     }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sentencepiece_model;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -520,48 +522,12 @@ pub fn write_sentencepiece(dir: &Path, vocab: usize) {
     );
 }
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn bytes_field(n: u64, b: &[u8], out: &mut Vec<u8>) {
-    varint(n << 3 | 2, out);
-    varint(b.len() as u64, out);
-    out.extend_from_slice(b);
-}
-
-/// Protobuf `ModelProto` with pieces, a BPE trainer spec (unk 0, bos 1, eos 2, pad -1) and
-/// `add_dummy_prefix = true`.
 pub fn encode_sentencepiece(pieces: &[(String, f32, i32)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (p, s, t) in pieces {
-        let mut m = Vec::new();
-        bytes_field(1, p.as_bytes(), &mut m);
-        varint(2 << 3 | 5, &mut m);
-        m.extend(s.to_le_bytes());
-        varint(3 << 3, &mut m);
-        varint(*t as u64, &mut m);
-        bytes_field(1, &m, &mut out);
-    }
-    let mut t = Vec::new();
-    for (n, v) in [(3u64, 2i64), (40, 0), (41, 1), (42, 2), (43, -1)] {
-        varint(n << 3, &mut t);
-        varint(v as u64, &mut t);
-    }
-    bytes_field(2, &t, &mut out);
-    let mut n = Vec::new();
-    varint(3 << 3, &mut n);
-    varint(1, &mut n);
-    bytes_field(3, &n, &mut out);
-    out
+    let pieces: Vec<(&str, f32, i32)> = pieces
+        .iter()
+        .map(|(p, s, t)| (p.as_str(), *s, *t))
+        .collect();
+    sentencepiece_model::encode(&pieces, 1, 2, 0, -1, true)
 }
 
 /// The GGUF projection name for an HF one (`model.layers.0.self_attn.q_proj.weight` → `blk.0.attn_q.weight`).
