@@ -14,7 +14,7 @@ use super::attention::causal_self_attention;
 use super::config::ModelConfig;
 use super::loader::Loader;
 use super::rows::{add_assign, relu2_mul, silu_mul, RmsNorm};
-use super::{sized, Block, Step, Work};
+use super::{sized, Step, Work};
 use crate::bit_linear::BitLinear;
 use crate::Result;
 
@@ -89,6 +89,31 @@ impl TernaryBlock {
         })
     }
 
+    /// Updates the residual stream `x` (`[n_tokens, n_embd]` rows) in place.
+    pub(crate) fn forward(
+        &self,
+        x: &mut [f32],
+        n_tokens: usize,
+        step: &mut Step<'_>,
+        work: &mut Work,
+    ) -> Result<()> {
+        self.attention(x, n_tokens, step, work)?;
+        self.ffn(x, n_tokens, work)
+    }
+
+    /// The ternary projections (for accounting).
+    pub(crate) fn projections(&self) -> Vec<&BitLinear> {
+        vec![
+            &self.w_q,
+            &self.w_k,
+            &self.w_v,
+            &self.w_o,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+
     /// `x += W_o · [attn_sub_norm](attention(W_q·h, W_k·h, W_v·h))`, `h = attn_norm(x)`.
     fn attention(&self, x: &mut [f32], n: usize, step: &mut Step<'_>, w: &mut Work) -> Result<()> {
         let (q_dim, kv_dim) = (self.w_q.out_features(), self.w_k.out_features());
@@ -142,38 +167,13 @@ impl TernaryBlock {
     }
 }
 
-impl Block for TernaryBlock {
-    fn forward(
-        &self,
-        x: &mut [f32],
-        n_tokens: usize,
-        step: &mut Step<'_>,
-        work: &mut Work,
-    ) -> Result<()> {
-        self.attention(x, n_tokens, step, work)?;
-        self.ffn(x, n_tokens, work)
-    }
-
-    fn projections(&self) -> Vec<&BitLinear> {
-        vec![
-            &self.w_q,
-            &self.w_k,
-            &self.w_v,
-            &self.w_o,
-            &self.w_gate,
-            &self.w_up,
-            &self.w_down,
-        ]
-    }
-}
-
 /// Loads every block of a model.
 pub(crate) fn load_blocks(
     l: &Loader<'_>,
     cfg: &ModelConfig,
     spec: BlockSpec,
-) -> Result<Vec<Box<dyn Block>>> {
+) -> Result<Vec<TernaryBlock>> {
     (0..cfg.n_layer)
-        .map(|i| TernaryBlock::load(l, i, cfg, spec).map(|b| Box::new(b) as Box<dyn Block>))
+        .map(|i| TernaryBlock::load(l, i, cfg, spec))
         .collect()
 }

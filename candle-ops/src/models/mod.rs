@@ -29,22 +29,9 @@ use crate::kv_cache::{KvCache, KvDtype};
 use crate::rope::RotaryEmbedding;
 use crate::tokenizer::{Tokenizer, VocabMetadata};
 use crate::{Error, Result};
+use block::TernaryBlock;
 use loader::Loader;
 use rows::RmsNorm;
-
-/// One transformer block of some architecture.
-pub(crate) trait Block: Send + Sync {
-    /// Updates the residual stream `x` (`[n_tokens, n_embd]` rows) in place.
-    fn forward(
-        &self,
-        x: &mut [f32],
-        n_tokens: usize,
-        step: &mut Step<'_>,
-        work: &mut Work,
-    ) -> Result<()>;
-    /// The ternary projections (for accounting).
-    fn projections(&self) -> Vec<&BitLinear>;
-}
 
 /// What a block needs besides its weights for one forward pass.
 pub(crate) struct Step<'a> {
@@ -90,7 +77,7 @@ pub enum Logits {
 pub struct ModelWeights {
     config: ModelConfig,
     token_embd: DenseWeights,
-    blocks: Vec<Box<dyn Block>>,
+    blocks: Vec<TernaryBlock>,
     output_norm: RmsNorm,
     output: DenseWeights,
     rope: RotaryEmbedding,
