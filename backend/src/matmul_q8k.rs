@@ -148,8 +148,6 @@ impl Q8kActivations {
     }
 }
 
-/// One block of ggml's `quantize_row_q8_K_ref`; returns `d` and fills the per-lane sums of
-/// `q` over columns `32L..32L+32` (ggml's `bsums[2L] + bsums[2L+1]`).
 /// Quantizes consecutive 256-value blocks of `x` into `qs`, `d` and `corr`.
 fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], corr: &mut [[i32; LANES]]) {
     let blocks = x
@@ -161,6 +159,8 @@ fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], corr: &mut [[i32; LA
     }
 }
 
+/// One block of ggml's `quantize_row_q8_K_ref`; returns `d` and fills the per-lane sums of
+/// `q` over columns `32L..32L+32` (ggml's `bsums[2L] + bsums[2L+1]`).
 fn quantize_block(x: &[f32], q: &mut [i8], corr: &mut [i32; LANES]) -> f32 {
     // ggml keeps the first value of largest magnitude (NaNs never compare greater).
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -43,9 +43,9 @@ pub fn attend(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above); the body only indexes
-            // slices (bounds-checked).
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX-512F and FMA (checked just above); the body only
+            // indexes slices (bounds-checked).
             return unsafe { attend_avx512(q, kv, visible, scale, scores, out) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {

@@ -7,6 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::{DenseMatrix, DenseType, Q8_0_BLOCK, Q8_0_BLOCK_BYTES, ROW_GROUP};
+use crate::kernels::x86::prefetch_lines;
 
 pub(super) fn has_avx512() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c")
@@ -156,18 +157,11 @@ unsafe fn block_scales(rows: [*const u8; 4], blk: usize) -> [f32; 4] {
 /// once; the hardware prefetcher alone leaves a GEMV well short of read bandwidth on two threads.
 const PREFETCH_BYTES: usize = 2048;
 
-/// Prefetches the cache lines `PREFETCH_BYTES` ahead of bytes `at..at + len` of `row` (a
-/// hint: addresses past the matrix are never dereferenced, so they need no bounds).
+/// Prefetches the cache lines `PREFETCH_BYTES` ahead of bytes `at..at + len` of `row`
+/// (addresses past the matrix are never dereferenced, so they need no bounds).
 #[inline(always)]
 fn prefetch(row: *const u8, at: usize, len: usize) {
-    let ahead = row.wrapping_add(at + PREFETCH_BYTES);
-    let mut off = 0;
-    while off < len {
-        // SAFETY: prefetching is a hint with no architectural effect; it never faults, whatever
-        // the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off) as *const i8) };
-        off += 64;
-    }
+    prefetch_lines(row.wrapping_add(at + PREFETCH_BYTES), len);
 }
 
 fn elem_bytes(ty: DenseType) -> usize {

@@ -85,6 +85,7 @@ pub(crate) mod avx512 {
     use core::arch::x86_64::*;
 
     use super::{TokenQ8k, LANES, QK_K};
+    use crate::kernels::x86::prefetch_lines;
     use crate::kernels::{GROUP_BYTES, STRIP_BLOCK_BYTES, STRIP_ROWS};
 
     /// How far ahead of the weights being read the single-token kernel prefetches.
@@ -184,10 +185,10 @@ pub(crate) mod avx512 {
             // Decoding streams each weight once: ask for the data PREFETCH_AHEAD bytes ahead
             // (hardware prefetchers stop at 4 KiB pages). Past this strip's end that is the
             // next strip, which a task reads next; a prefetch never faults.
-            let ahead = w.wrapping_add(2 * b * STRIP_BLOCK_BYTES + PREFETCH_AHEAD);
-            for line in 0..2 * STRIP_BLOCK_BYTES / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64) as *const i8);
-            }
+            prefetch_lines(
+                w.wrapping_add(2 * b * STRIP_BLOCK_BYTES + PREFETCH_AHEAD),
+                2 * STRIP_BLOCK_BYTES,
+            );
             // SAFETY: 16 scales of block b are inside `dw`.
             let dv = unsafe { _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)) };
             let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));

@@ -4,6 +4,18 @@ pub(crate) mod avx2;
 pub(crate) mod avx512_vnni;
 pub(crate) mod avx_vnni;
 
+/// Asks for the cache lines of `len` bytes from `start` (a hint: the address need not be
+/// valid, a prefetch never faults, so it is formed with wrapping arithmetic and unchecked).
+#[inline(always)]
+pub(crate) fn prefetch_lines(start: *const u8, len: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for off in (0..len).step_by(64) {
+        // SAFETY: prefetching has no architectural effect and never faults, whatever the
+        // address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off) as *const i8) };
+    }
+}
+
 pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
 }
