@@ -165,9 +165,7 @@ impl BitLinear {
         let ws: Vec<&TernaryMatrix> = layers.iter().map(|l| &**l.weights()).collect();
         ternary_matmul_multi(&ws, x, n_tokens, ys)?;
         for (l, y) in layers.iter().zip(ys.iter_mut()) {
-            if let Some(factor) = l.op.output_scale() {
-                y.iter_mut().for_each(|v| *v *= factor);
-            }
+            l.op.scale_output(y);
         }
         Ok(())
     }

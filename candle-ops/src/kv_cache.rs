@@ -10,6 +10,7 @@
 //! (no horizontal sums); values are `[n_ctx, head_dim]`, so the weighted sum of values is an
 //! `axpy` per position. F16 caches keep the raw half-precision bits.
 
+use bitnet_backend::dense::attention::KvHead;
 use candle_core::{DType, Device};
 use half::f16;
 
@@ -61,15 +62,6 @@ impl Buf {
             Buf::F16(b) => b[i] = f16::from_f32(v).to_bits(),
         }
     }
-}
-
-/// Borrowed f32 keys and values of one key/value head, positions `0..kv_len`.
-pub(crate) struct HeadView<'a> {
-    /// Transposed keys: dimension `c` of position `j` is `keys_t[c * key_stride + j]`.
-    pub(crate) keys_t: &'a [f32],
-    pub(crate) key_stride: usize,
-    /// Values `[kv_len, head_dim]`.
-    pub(crate) values: &'a [f32],
 }
 
 /// Keys and values of every layer (layout in the module docs).
@@ -216,15 +208,16 @@ impl KvCache {
         kv_len: usize,
         kbuf: &'a mut Vec<f32>,
         vbuf: &'a mut Vec<f32>,
-    ) -> HeadView<'a> {
+    ) -> KvHead<'a> {
         let (d, n_ctx) = (self.head_dim, self.n_ctx);
         let kbase = g * d * n_ctx;
         let vbase = g * n_ctx * d;
         match (&self.keys[layer], &self.values[layer]) {
-            (Buf::F32(k), Buf::F32(v)) => HeadView {
+            (Buf::F32(k), Buf::F32(v)) => KvHead {
                 keys_t: &k[kbase..kbase + (d - 1) * n_ctx + kv_len],
                 key_stride: n_ctx,
                 values: &v[vbase..vbase + kv_len * d],
+                len: kv_len,
             },
             (k, v) => {
                 let widen = |b: &Buf, i: usize| match b {
@@ -237,10 +230,11 @@ impl KvCache {
                 }
                 vbuf.clear();
                 vbuf.extend((0..kv_len * d).map(|i| widen(v, vbase + i)));
-                HeadView {
+                KvHead {
                     keys_t: kbuf,
                     key_stride: kv_len,
                     values: vbuf,
+                    len: kv_len,
                 }
             }
         }
@@ -256,7 +250,7 @@ impl KvCache {
 mod tests {
     use super::*;
 
-    fn key(view: &HeadView<'_>, pos: usize, c: usize) -> f32 {
+    fn key(view: &KvHead<'_>, pos: usize, c: usize) -> f32 {
         view.keys_t[c * view.key_stride + pos]
     }
 

@@ -59,6 +59,13 @@ impl TernaryMatMul {
         self.output_scale
     }
 
+    /// Multiplies kernel results by the output scale, if there is one.
+    pub(crate) fn scale_output(&self, y: &mut [f32]) {
+        if let Some(factor) = self.output_scale {
+            y.iter_mut().for_each(|v| *v *= factor);
+        }
+    }
+
     /// The shared repacked weights.
     pub fn weights(&self) -> &Arc<TernaryMatrix> {
         &self.weights
@@ -104,9 +111,7 @@ impl TernaryMatMul {
     fn matmul_f32(&self, x: &[f32], n_tokens: usize) -> candle_core::Result<Vec<f32>> {
         let mut y = vec![0f32; n_tokens * self.out_features()];
         ternary_matmul(&self.weights, x, n_tokens, &mut y).map_err(candle_core::Error::wrap)?;
-        if let Some(factor) = self.output_scale {
-            y.iter_mut().for_each(|v| *v *= factor);
-        }
+        self.scale_output(&mut y);
         Ok(y)
     }
 }

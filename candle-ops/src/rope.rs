@@ -22,13 +22,15 @@ pub enum RopeStyle {
 /// cos/sin tables `[n_ctx, head_dim/2]` for one model.
 #[derive(Clone, Debug)]
 pub struct RotaryEmbedding {
-    cos: Tensor,
-    sin: Tensor,
-    /// The same tables as plain rows, for [`RotaryEmbedding::apply_rows`].
-    cos_rows: Vec<f32>,
-    sin_rows: Vec<f32>,
+    /// `[n_ctx, head_dim/2]` row-major.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// `head_dim / 2`, the width of a table row.
+    half: usize,
     style: RopeStyle,
     n_ctx: usize,
+    /// Where [`RotaryEmbedding::apply`] puts the table rows it uses.
+    device: Device,
 }
 
 impl RotaryEmbedding {
@@ -84,12 +86,12 @@ impl RotaryEmbedding {
             }
         }
         Ok(Self {
-            cos: Tensor::from_vec(cos.clone(), (n_ctx, half), device)?,
-            sin: Tensor::from_vec(sin.clone(), (n_ctx, half), device)?,
-            cos_rows: cos,
-            sin_rows: sin,
+            cos,
+            sin,
+            half,
             style,
             n_ctx,
+            device: device.clone(),
         })
     }
 
@@ -109,8 +111,10 @@ impl RotaryEmbedding {
                 self.n_ctx
             )));
         }
-        let cos = self.cos.narrow(0, start_pos, n_tokens)?;
-        let sin = self.sin.narrow(0, start_pos, n_tokens)?;
+        let half = self.half;
+        let rows = start_pos * half..(start_pos + n_tokens) * half;
+        let cos = Tensor::from_slice(&self.cos[rows.clone()], (n_tokens, half), &self.device)?;
+        let sin = Tensor::from_slice(&self.sin[rows], (n_tokens, half), &self.device)?;
         let x4 = x.to_dtype(DType::F32)?.contiguous()?.unsqueeze(0)?;
         let y = match self.style {
             RopeStyle::Neox => candle_nn::rotary_emb::rope(&x4, &cos, &sin)?,
@@ -123,7 +127,7 @@ impl RotaryEmbedding {
     /// at positions `start_pos..` (the layout the projections produce; same math as
     /// [`RotaryEmbedding::apply`]).
     pub(crate) fn apply_rows(&self, x: &mut [f32], n_heads: usize, start_pos: usize) -> Result<()> {
-        let half = self.cos_rows.len() / self.n_ctx;
+        let half = self.half;
         let width = n_heads * 2 * half;
         if width == 0 || !x.len().is_multiple_of(width) {
             return Err(Error::InvalidArgument(format!(
@@ -142,7 +146,7 @@ impl RotaryEmbedding {
         }
         for (t, row) in x.chunks_exact_mut(width).enumerate() {
             let at = (start_pos + t) * half;
-            let (cos, sin) = (&self.cos_rows[at..at + half], &self.sin_rows[at..at + half]);
+            let (cos, sin) = (&self.cos[at..at + half], &self.sin[at..at + half]);
             for head in row.chunks_exact_mut(2 * half) {
                 match self.style {
                     RopeStyle::Neox => {

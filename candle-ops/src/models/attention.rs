@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use bitnet_backend::dense::attention::{attend, KvHead};
+use bitnet_backend::dense::attention::attend;
 use bitnet_backend::threads;
 
 use super::Step;
@@ -76,13 +76,7 @@ pub(crate) fn causal_self_attention(
                 values,
                 scores,
             } = s;
-            let view = cache.head(layer, h / n_rep, kv_len, keys, values);
-            let kv = KvHead {
-                keys_t: view.keys_t,
-                key_stride: view.key_stride,
-                values: view.values,
-                len: kv_len,
-            };
+            let kv = cache.head(layer, h / n_rep, kv_len, keys, values);
             if scores.len() < kv_len {
                 scores.resize(kv_len, 0.0);
             }

@@ -53,9 +53,7 @@ impl RmsNorm {
         });
         Ok(())
     }
-}
 
-impl RmsNorm {
     /// The sum of squares runs in order, as candle's and the reference tests' do: the
     /// activation quantization after a norm is sensitive to its last bit.
     fn rows(&self, x: &[f32], out: &mut [f32]) {
