@@ -71,26 +71,16 @@ pub fn tq_type(t: &sys::ggml_tensor) -> Option<TqType> {
 
 /// Bytes of a contiguous tensor of `t`'s type and shape.
 pub fn nbytes(t: &sys::ggml_tensor) -> Option<usize> {
+    let n =
+        t.ne.iter()
+            .try_fold(1usize, |a, &n| a.checked_mul(usize::try_from(n).ok()?))?;
     let block_bytes = match t.type_ {
-        sys::GGML_TYPE_F32 => {
-            return t
-                .ne
-                .iter()
-                .try_fold(4usize, |a, &n| a.checked_mul(usize::try_from(n).ok()?))
-        }
-        sys::GGML_TYPE_F16 => {
-            return t
-                .ne
-                .iter()
-                .try_fold(2usize, |a, &n| a.checked_mul(usize::try_from(n).ok()?))
-        }
+        sys::GGML_TYPE_F32 => return n.checked_mul(4),
+        sys::GGML_TYPE_F16 => return n.checked_mul(2),
         sys::GGML_TYPE_TQ2_0 => 66,
         sys::GGML_TYPE_TQ1_0 => 54,
         _ => return None,
     };
-    let n =
-        t.ne.iter()
-            .try_fold(1usize, |a, &n| a.checked_mul(usize::try_from(n).ok()?))?;
     (n % 256 == 0).then_some(n / 256 * block_bytes)
 }
 

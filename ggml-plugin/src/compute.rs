@@ -170,11 +170,8 @@ pub unsafe fn mul_mat(dst: &sys::ggml_tensor) -> Result<Path, String> {
     // touches while this node runs.
     let ys = unsafe { std::slice::from_raw_parts_mut(dst.data as *mut f32, n_tokens * rows) };
     if w.type_ == sys::GGML_TYPE_F16 {
-        // SAFETY: the weight is in one of our buffers and alive during the graph.
-        let bytes = unsafe { buffer::raw_bytes(w) }
-            .ok_or_else(|| format!("{name}: weight bytes missing"))?;
-        let m = DenseMatrix::new(DenseType::F16, bytes, rows, cols)
-            .map_err(|e| format!("{name}: {e}"))?;
+        // SAFETY: the weight is in one of our buffers (contract).
+        let m = unsafe { head_matrix(w, &name) }?;
         // ggml rounds the activations to F16 (the vec_dot type of F16 weights) before its dot
         // products; rounding them the same way leaves only the summation order different.
         let xh: Vec<f32> = xs.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
@@ -234,11 +231,10 @@ pub unsafe fn get_rows(dst: &sys::ggml_tensor) -> Result<Path, String> {
     // SAFETY: per the contract, the sources are live.
     let (w, ids) = unsafe { (&*dst.src[0], &*dst.src[1]) };
     let name = buffer::tensor_name(w);
-    let (rows, cols) = head_shape(w).ok_or_else(|| format!("{name}: unsupported shape"))?;
+    // SAFETY: the weight is in one of our buffers (contract).
+    let m = unsafe { head_matrix(w, &name) }?;
+    let (rows, cols) = (m.rows(), m.cols());
     let n = usize::try_from(ids.ne[0]).map_err(|_| "bad index count")?;
-    // SAFETY: the weight is in one of our buffers and alive during the graph.
-    let bytes =
-        unsafe { buffer::raw_bytes(w) }.ok_or_else(|| format!("{name}: weight bytes missing"))?;
     // SAFETY: a contiguous I32 vector of n values (supports_get_rows).
     let ids = unsafe { std::slice::from_raw_parts(ids.data as *const i32, n) };
     // SAFETY: dst is a contiguous F32 tensor of n × cols values that nothing else touches
@@ -249,10 +245,19 @@ pub unsafe fn get_rows(dst: &sys::ggml_tensor) -> Result<Path, String> {
             .ok()
             .filter(|&r| r < rows)
             .ok_or_else(|| format!("{name}: row index {id} outside 0..{rows}"))?;
-        let row = &bytes[r * cols * 2..(r + 1) * cols * 2];
-        for (v, h) in y.iter_mut().zip(row.chunks_exact(2)) {
-            *v = f16::from_le_bytes([h[0], h[1]]).to_f32();
-        }
+        m.dequantize_row(r, y).map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(Path::Head)
+}
+
+/// The F16 head's bytes in our buffer, as the dense kernels read them.
+///
+/// # Safety
+/// `w` must be the F16 head, allocated in one of our buffers, alive while the matrix is used.
+unsafe fn head_matrix<'a>(w: &sys::ggml_tensor, name: &str) -> Result<DenseMatrix<'a>, String> {
+    let (rows, cols) = head_shape(w).ok_or_else(|| format!("{name}: unsupported shape"))?;
+    // SAFETY: per the contract.
+    let bytes =
+        unsafe { buffer::raw_bytes(w) }.ok_or_else(|| format!("{name}: weight bytes missing"))?;
+    DenseMatrix::new(DenseType::F16, bytes, rows, cols).map_err(|e| format!("{name}: {e}"))
 }
