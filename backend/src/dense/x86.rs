@@ -1,4 +1,5 @@
-//! x86-64 dense kernels: four rows against one activation vector per call.
+//! x86-64 dense kernels: four rows (anywhere in the matrix) against one activation vector per
+//! call.
 //!
 //! Weights are widened to f32 in registers (`vcvtph2ps` for F16, a 16-bit shift for BF16,
 //! `vpmovsxbd` + `vcvtdq2ps` for Q8_0) and accumulated with FMA; the four rows share every
@@ -19,22 +20,25 @@ pub(super) fn has_avx2() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// Row pointers of rows `r..r + 4`, after checking they and `x` are in bounds.
-fn rows4(w: &DenseMatrix<'_>, r: usize, x: &[f32]) -> [*const u8; ROW_GROUP] {
+/// Pointers to rows `rs`, after checking they and `x` are in bounds.
+fn row_ptrs(w: &DenseMatrix<'_>, rs: [usize; ROW_GROUP], x: &[f32]) -> [*const u8; ROW_GROUP] {
     assert!(
-        r + ROW_GROUP <= w.rows && x.len() == w.cols,
+        rs.iter().all(|&r| r < w.rows) && x.len() == w.cols,
         "dense x86 kernel out of bounds"
     );
-    let base = w.data[r * w.row_bytes..(r + ROW_GROUP) * w.row_bytes].as_ptr();
-    // SAFETY: the slice above spans the four rows, so each offset stays inside it.
-    std::array::from_fn(|i| unsafe { base.add(i * w.row_bytes) })
+    rs.map(|r| w.data[r * w.row_bytes..(r + 1) * w.row_bytes].as_ptr())
 }
 
-/// Dot products of rows `r..r + 4` of `w` with `x` (AVX-512F).
-pub(super) fn dot4_avx512(w: &DenseMatrix<'_>, r: usize, x: &[f32], out: &mut [f32; ROW_GROUP]) {
+/// Dot products of rows `r[0..4]` of `w` with `x` (AVX-512F).
+pub(super) fn dot4_avx512(
+    w: &DenseMatrix<'_>,
+    r: [usize; ROW_GROUP],
+    x: &[f32],
+    out: &mut [f32; ROW_GROUP],
+) {
     assert!(has_avx512(), "AVX-512F kernel called on a CPU without it");
-    let rows = rows4(w, r, x);
-    // SAFETY: the CPU supports AVX-512F and F16C (checked above); `rows4` checked that four
+    let rows = row_ptrs(w, r, x);
+    // SAFETY: the CPU supports AVX-512F and F16C (checked above); `row_ptrs` checked that the four
     // rows of `w.cols` values and `x` are in bounds, which is all the kernels read.
     unsafe {
         match w.ty {
@@ -44,10 +48,15 @@ pub(super) fn dot4_avx512(w: &DenseMatrix<'_>, r: usize, x: &[f32], out: &mut [f
     }
 }
 
-/// Dot products of rows `r..r + 4` of `w` with `x` (AVX2 + FMA + F16C).
-pub(super) fn dot4_avx2(w: &DenseMatrix<'_>, r: usize, x: &[f32], out: &mut [f32; ROW_GROUP]) {
+/// Dot products of rows `r[0..4]` of `w` with `x` (AVX2 + FMA + F16C).
+pub(super) fn dot4_avx2(
+    w: &DenseMatrix<'_>,
+    r: [usize; ROW_GROUP],
+    x: &[f32],
+    out: &mut [f32; ROW_GROUP],
+) {
     assert!(has_avx2(), "AVX2 kernel called on a CPU without it");
-    let rows = rows4(w, r, x);
+    let rows = row_ptrs(w, r, x);
     // SAFETY: as in `dot4_avx512`, for AVX2/FMA/F16C.
     unsafe {
         match w.ty {
@@ -155,6 +164,8 @@ unsafe fn block_scales(rows: [*const u8; 4], blk: usize) -> [f32; 4] {
 
 /// How far ahead of the bytes being multiplied each row is prefetched. Four rows stream at
 /// once; the hardware prefetcher alone leaves a GEMV well short of read bandwidth on two threads.
+/// Near a row's end the prefetch runs into the next row in memory, which is the next row the
+/// same stream reads (see `rows_kernel`).
 const PREFETCH_BYTES: usize = 2048;
 
 /// Prefetches the cache lines `PREFETCH_BYTES` ahead of bytes `at..at + len` of `row`
