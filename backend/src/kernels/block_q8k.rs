@@ -165,44 +165,53 @@ pub(crate) mod avx512 {
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) }
     }
 
-    /// One token: blocks outer (sequential weight stream), eight lane accumulators.
+    /// One token, `S` strips at once: blocks outer, eight lane accumulators per strip. The
+    /// strips come from `S` runs of a task's strips walked in lockstep (see `matmul_q8k`), so
+    /// `S` sequential weight streams are in flight; each strip's arithmetic is exactly that of
+    /// a strip on its own.
     ///
     /// # Safety
-    /// CPU has AVX-512 F/BW/VNNI; `strip.len() == 2·nb·512`, `dw.len() == nb·16`, the token
-    /// has `nb·256` values, `nb` scales and `nb` corrections.
+    /// CPU has AVX-512 F/BW/VNNI; for each `i`, `strips[i].len() == 2·nb·512` and
+    /// `dw[i].len() == nb·16`; the token has `nb·256` values, `nb` scales and `nb` corrections.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(crate) unsafe fn strip_1(
-        strip: &[u8],
+    pub(crate) unsafe fn strips_1tok<const S: usize>(
+        strips: [&[u8]; S],
         nb: usize,
-        dw: &[f32],
+        dw: [&[f32]; S],
         tok: &TokenQ8k<'_>,
-        out: &mut [f32; STRIP_ROWS],
+        out: [&mut [f32; STRIP_ROWS]; S],
     ) {
-        let w = strip.as_ptr();
+        let w = strips.map(|s| s.as_ptr());
         let q = tok.qs.as_ptr();
-        let mut sumf = [_mm512_setzero_ps(); LANES];
+        let mut sumf = [[_mm512_setzero_ps(); LANES]; S];
         for b in 0..nb {
             // Decoding streams each weight once: ask for the data PREFETCH_AHEAD bytes ahead
-            // (hardware prefetchers stop at 4 KiB pages). Past this strip's end that is the
-            // next strip, which a task reads next; a prefetch never faults.
-            prefetch_lines(
-                w.wrapping_add(2 * b * STRIP_BLOCK_BYTES + PREFETCH_AHEAD),
-                2 * STRIP_BLOCK_BYTES,
-            );
-            // SAFETY: 16 scales of block b are inside `dw`.
-            let dv = unsafe { _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)) };
-            let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));
+            // (hardware prefetchers stop at 4 KiB pages). Past a strip's end that is the next
+            // strip of its run, which the task reads next; a prefetch never faults.
+            for w in w {
+                prefetch_lines(
+                    w.wrapping_add(2 * b * STRIP_BLOCK_BYTES + PREFETCH_AHEAD),
+                    2 * STRIP_BLOCK_BYTES,
+                );
+            }
             let corr = &tok.corr[b];
-            for (m, s) in sumf.iter_mut().enumerate() {
-                // SAFETY: b < nb: groups inside the strip, columns inside the token.
-                let lane = unsafe {
-                    let c = codes(w, b, m);
-                    lane_sum(&c, q, b, m, corr[m])
-                };
-                *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
+            for ((w, dw), sumf) in w.iter().zip(&dw).zip(sumf.iter_mut()) {
+                // SAFETY: 16 scales of block b are inside `dw`.
+                let dv = unsafe { _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)) };
+                let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));
+                for (m, s) in sumf.iter_mut().enumerate() {
+                    // SAFETY: b < nb: groups inside the strip, columns inside the token.
+                    let lane = unsafe {
+                        let c = codes(*w, b, m);
+                        lane_sum(&c, q, b, m, corr[m])
+                    };
+                    *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
+                }
             }
         }
-        store(out, hsum(&sumf));
+        for (o, sumf) in out.into_iter().zip(&sumf) {
+            store(o, hsum(sumf));
+        }
     }
 
     /// Lane `m` of `N` tokens (16 rows each), accumulated over all blocks in registers.
