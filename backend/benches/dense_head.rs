@@ -8,11 +8,14 @@
 //! measured in the same run. Environment: `BITNET_BENCH_QUICK=1` shrinks it (smoke test).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitnet_backend::bandwidth::measure_read_bandwidth_with;
 use bitnet_backend::dense::{self, DenseMatrix, DenseType};
 use bitnet_backend::threads;
+mod common;
+
+use common::{median_secs, quick};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use half::f16;
 use rand::rngs::StdRng;
@@ -20,10 +23,6 @@ use rand::{Rng, SeedableRng};
 
 const HIDDEN: usize = 2560;
 const VOCAB: usize = 128_256;
-
-fn quick() -> bool {
-    std::env::var("BITNET_BENCH_QUICK").is_ok_and(|v| v != "0")
-}
 
 /// Random weights in `ty`'s byte layout (Q8_0 blocks get a fixed scale: only the bytes matter).
 fn random_bytes(ty: DenseType, rows: usize, rng: &mut StdRng) -> Vec<u8> {
@@ -41,20 +40,6 @@ fn random_bytes(ty: DenseType, rows: usize, rng: &mut StdRng) -> Vec<u8> {
             .collect(),
         other => panic!("no generator for {other:?}"),
     }
-}
-
-/// Median seconds per call of `f`, over about `budget` of wall time.
-fn median_secs(budget: Duration, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 5 || (start.elapsed() < budget && times.len() < 10_000) {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 fn benches(c: &mut Criterion) {

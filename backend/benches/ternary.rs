@@ -6,17 +6,22 @@
 //!   q, k, v, o, gate, up, down; 521 MB of weights), batch 1, with the pools compared at 2 threads.
 //!
 //! Criterion reports time and throughput; a summary table (own timing, medians) puts
-//! GMAC/s and effective weight GB/s beside the memory read bandwidth measured in the same run.
+//! GMAC/s and effective weight GB/s beside the memory read bandwidth and the `vpdpbusd`
+//! throughput measured in the same run.
 //! Environment: `BITNET_BENCH_QUICK=1` shortens everything (smoke test).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitnet_backend::bandwidth::measure_read_bandwidth_with;
+use bitnet_backend::compute_peak::measure_int8_dot_peak;
 use bitnet_backend::formats::i2s;
 use bitnet_backend::matmul::{ternary_matmul, ternary_matmul_multi};
 use bitnet_backend::threads::{self, PoolKind};
 use bitnet_backend::{kernels, TernaryMatrix};
+mod common;
+
+use common::{median_secs, quick};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,10 +53,6 @@ const LAYER: [(usize, usize); 7] = [
     (HIDDEN, FFN),
 ];
 
-fn quick() -> bool {
-    std::env::var("BITNET_BENCH_QUICK").is_ok_and(|v| v != "0")
-}
-
 /// A random ternary matrix, built through I2_S bytes (codes 0..=2) as a model load would.
 fn random_matrix(rows: usize, cols: usize, rng: &mut StdRng) -> TernaryMatrix {
     let n = rows * cols;
@@ -72,20 +73,6 @@ fn random_x(n: usize, rng: &mut StdRng) -> Vec<f32> {
         .collect()
 }
 
-/// Median seconds per call of `f`, over about `budget` of wall time.
-fn median_secs(budget: Duration, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 5 || (start.elapsed() < budget && times.len() < 10_000) {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
 struct Row {
     what: String,
     threads: usize,
@@ -94,7 +81,7 @@ struct Row {
     weight_bytes: f64,
 }
 
-fn print_summary(rows: &[Row], bw: &[f64; 2]) {
+fn print_summary(rows: &[Row], bw: &[f64; 2], peak: &[Option<f64>; 2]) {
     println!();
     println!(
         "kernel {} | measured read bandwidth: 1 thread {:.1} GB/s, 2 threads {:.1} GB/s",
@@ -102,18 +89,28 @@ fn print_summary(rows: &[Row], bw: &[f64; 2]) {
         bw[0],
         bw[1]
     );
+    let show = |p: Option<f64>| p.map_or("n/a".to_string(), |g| format!("{g:.0} G MAC/s"));
     println!(
-        "{:<40} {:>3} {:>11} {:>9} {:>10} {:>8}",
-        "benchmark", "thr", "median µs", "GMAC/s", "weight GB/s", "% of BW"
+        "measured vpdpbusd peak: 1 thread {}, 2 threads {}",
+        show(peak[0]),
+        show(peak[1])
+    );
+    println!(
+        "{:<40} {:>3} {:>11} {:>9} {:>9} {:>10} {:>8}",
+        "benchmark", "thr", "median µs", "GMAC/s", "% of peak", "weight GB/s", "% of BW"
     );
     for r in rows {
         let gbs = r.weight_bytes / r.secs / 1e9;
+        let gmacs = r.macs / r.secs / 1e9;
+        let of_peak = peak[r.threads.clamp(1, 2) - 1]
+            .map_or("n/a".to_string(), |p| format!("{:.1}%", 100.0 * gmacs / p));
         println!(
-            "{:<40} {:>3} {:>11.1} {:>9.1} {:>10.1} {:>7.1}%",
+            "{:<40} {:>3} {:>11.1} {:>9.1} {:>9} {:>10.1} {:>7.1}%",
             r.what,
             r.threads,
             r.secs * 1e6,
-            r.macs / r.secs / 1e9,
+            gmacs,
+            of_peak,
             gbs,
             100.0 * gbs / bw[r.threads.clamp(1, 2) - 1]
         );
@@ -130,6 +127,7 @@ fn benches(c: &mut Criterion) {
         measure_read_bandwidth_with(2, bw_bytes, 5).median_gb_s(),
     ];
     println!("read bandwidth (median of 5 passes over {} MiB): 1 thread {:.1} GB/s, 2 threads {:.1} GB/s", bw_bytes >> 20, bw[0], bw[1]);
+    let peak = [measure_int8_dot_peak(1, 5), measure_int8_dot_peak(2, 5)];
     let budget = Duration::from_millis(if quick { 100 } else { 1500 });
     let stream_bytes: usize = if quick { 32 << 20 } else { 512 << 20 };
     let mut summary = Vec::new();
@@ -341,7 +339,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
     threads::set_pool_kind(PoolKind::Spin);
     threads::set_spin_duration(Duration::from_micros(200));
-    print_summary(&summary, &bw);
+    print_summary(&summary, &bw, &peak);
 }
 
 fn config() -> Criterion {

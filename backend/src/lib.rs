@@ -9,6 +9,7 @@ pub mod gguf;
 
 pub mod activation_quant;
 pub mod bandwidth;
+pub mod compute_peak;
 pub mod dense;
 pub mod kernels;
 pub mod matmul;

@@ -428,6 +428,21 @@ pub(crate) fn read_checksum(bytes: &[u8]) -> u64 {
     scalar::read_checksum(bytes)
 }
 
+/// Multiply-adds per [`dot_peak_rounds`] round (16 × 64-byte `vpdpbusd`).
+pub(crate) const DOT_PEAK_MACS_PER_ROUND: usize = 16 * 64;
+
+/// Runs `rounds` rounds of independent int8 dot-product instructions (AVX-512 VNNI only; `None`
+/// elsewhere) and returns their checksum, `1024 · rounds` (wrapping): the compute probe.
+pub(crate) fn dot_peak_rounds(rounds: usize) -> Option<i32> {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx512_vnni() {
+        // SAFETY: AVX-512 F/BW/VNNI is present (checked above).
+        return Some(unsafe { x86::avx512_vnni::dpbusd_rounds(rounds) });
+    }
+    let _ = rounds;
+    None
+}
+
 /// `127 / max(absmax, 1e-5)`: the per-token activation scale, shared by every kernel so all
 /// paths produce the same float.
 #[inline]

@@ -342,3 +342,21 @@ pub(crate) unsafe fn read_checksum(bytes: &[u8]) -> u64 {
     );
     tail.wrapping_add(_mm512_reduce_add_epi64(total) as u64)
 }
+
+/// `rounds` rounds of 16 independent `vpdpbusd` (register operands, all bytes 1): the
+/// instruction's throughput ceiling, which bounds every kernel here. Returns the sum of all
+/// lanes, `256 · 4 · rounds` (wrapping), so the work cannot be optimized away.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn dpbusd_rounds(rounds: usize) -> i32 {
+    let ones = std::hint::black_box(_mm512_set1_epi8(1));
+    let mut acc = [_mm512_setzero_si512(); 16];
+    for _ in 0..rounds {
+        for a in acc.iter_mut() {
+            *a = _mm512_dpbusd_epi32(*a, ones, ones);
+        }
+    }
+    let total = acc
+        .iter()
+        .fold(_mm512_setzero_si512(), |t, a| _mm512_add_epi32(t, *a));
+    _mm512_reduce_add_epi32(total)
+}
