@@ -25,11 +25,22 @@ const HEAD_NAMES: [&str; 2] = ["output.weight", "token_embd.weight"];
 /// `(rows, cols)` of the F16 LM head, if `t` is it. Decoding reads the head (657 MB for a
 /// 128k vocabulary) once per token; ggml's F16 dot product streams it at about half the
 /// bandwidth our dense kernels reach. Other F16 weights stay with the CPU backend.
+/// `BITNET_GGML_HEAD=0` leaves the head to the CPU backend, so that the device claims exactly
+/// the ternary mat-muls.
 pub fn head_shape(t: &sys::ggml_tensor) -> Option<(usize, usize)> {
-    if t.type_ != sys::GGML_TYPE_F16 || !HEAD_NAMES.contains(&buffer::tensor_name(t).as_str()) {
+    if t.type_ != sys::GGML_TYPE_F16
+        || !takes_head()
+        || !HEAD_NAMES.contains(&buffer::tensor_name(t).as_str())
+    {
         return None;
     }
     buffer::matrix_shape(t)
+}
+
+/// Whether the plugin takes the F16 head (the default), read once from `BITNET_GGML_HEAD`.
+fn takes_head() -> bool {
+    static TAKES_HEAD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TAKES_HEAD.get_or_init(|| !std::env::var("BITNET_GGML_HEAD").is_ok_and(|v| v.trim() == "0"))
 }
 
 /// The shape of a weight we compute with: ternary, or the F16 LM head.

@@ -8,6 +8,7 @@
 #   - logits with the plugin equal llama.cpp's own CPU logits within 1e-4 relative (the ternary
 #     mat-muls are bit for bit ggml's; the F16 head sums in another order) and llama-completion's
 #     greedy tokens are identical;
+#   - with BITNET_GGML_HEAD=0 the head stays on the CPU backend and the ternary mat-muls do not;
 #   - a host with another ggml version gets NULL from ggml_backend_init and a clear log line.
 # Prints "N passed, M failed".
 set -euo pipefail
@@ -95,6 +96,18 @@ for ty in tq2_0 tq1_0; do
     "$work/logits" compare "$work/plugin.bin" "$work/cpu.bin" 1e-4
   }
   check "$ty, 2 threads, bitnet-rs's pool instead of OpenMP: same logits" own_pool
+  ternary_only() {
+    # BITNET_GGML_HEAD=0: the F16 head stays with the CPU backend, every ternary mat-mul still
+    # runs on the plugin.
+    "$work/logits" dump "$bin" "$model" "$work/cpu.bin" "$prompt" 2 4 >"$work/cpu.txt"
+    BITNET_GGML_HEAD=0 GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" \
+      "$work/plugin.bin" "$prompt" 2 4 >"$work/plugin.txt"
+    n="$(grep -Eo 'ternary_mul_mats=[0-9]+' "$work/plugin.txt" | cut -d= -f2)"
+    grep -Eq "head_mul_mats=[1-9][0-9]* head_on_plugin=0 ternary_mul_mats=$n on_plugin=$n$" \
+      "$work/plugin.txt"
+    "$work/logits" compare "$work/plugin.bin" "$work/cpu.bin" 1e-4
+  }
+  check "$ty, BITNET_GGML_HEAD=0: only the ternary mat-muls on the plugin, same logits" ternary_only
   greedy_same() {
     # An empty prompt (BOS only): the vocabulary cannot tokenize text (see above).
     # llama-completion prints tokens through llama.cpp's asynchronous logger, which it does
