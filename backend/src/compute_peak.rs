@@ -13,24 +13,25 @@ use crate::kernels;
 const ROUNDS: usize = 1 << 22;
 
 /// Median G multiply-adds/s of `vpdpbusd` with `threads` threads over `passes` timed passes
-/// (after one warm-up pass), or `None` where the CPU has no AVX-512 VNNI.
+/// (after one warm-up pass; both raised to at least 1), or `None` where the CPU has no
+/// AVX-512 VNNI.
 pub fn measure_int8_dot_peak(threads: usize, passes: usize) -> Option<f64> {
     kernels::dot_peak_rounds(1)?;
-    let threads = threads.max(1);
+    let (threads, passes) = (threads.max(1), passes.max(1));
     let barrier = Barrier::new(threads + 1);
-    let mut rates = Vec::with_capacity(passes.max(1));
+    let mut rates = Vec::with_capacity(passes);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let barrier = &barrier;
             scope.spawn(move || {
-                for _ in 0..=passes.max(1) {
+                for _ in 0..=passes {
                     barrier.wait();
                     std::hint::black_box(kernels::dot_peak_rounds(ROUNDS));
                     barrier.wait();
                 }
             });
         }
-        for pass in 0..=passes.max(1) {
+        for pass in 0..=passes {
             barrier.wait();
             let start = Instant::now();
             barrier.wait();

@@ -412,7 +412,7 @@ fn single_token_runs(
     put: impl Fn(usize, usize, &[f32; STRIP_ROWS]),
 ) -> usize {
     assert!(kernels::KernelKind::Avx512Vnni.is_available());
-    assert!(tok.qs.len() == w.nb * QK_K && tok.d.len() == w.nb && tok.corr.len() == w.nb);
+    assert!(tok.has_blocks(w.nb));
     let half = (s1 - s0) / 2;
     for k in 0..half {
         let (a, b) = (s0 + k, s0 + half + k);
@@ -451,9 +451,7 @@ fn run_tile(
     assert_eq!(strip.len(), 2 * nb * kernels::STRIP_BLOCK_BYTES);
     assert_eq!(dw.len(), nb * STRIP_ROWS);
     assert_eq!(toks.len(), out.len());
-    assert!(toks
-        .iter()
-        .all(|t| t.qs.len() == nb * QK_K && t.d.len() == nb && t.corr.len() == nb));
+    assert!(toks.iter().all(|t| t.has_blocks(nb)));
     match kind {
         #[cfg(target_arch = "x86_64")]
         KernelKind::Avx512Vnni => {

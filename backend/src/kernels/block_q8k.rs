@@ -29,6 +29,14 @@ pub(crate) struct TokenQ8k<'a> {
     pub corr: &'a [[i32; LANES]],
 }
 
+impl TokenQ8k<'_> {
+    /// Whether the token holds `nb` Q8_K blocks (values, scales and corrections), as every
+    /// kernel reads.
+    pub(crate) fn has_blocks(&self, nb: usize) -> bool {
+        self.qs.len() == nb * QK_K && self.d.len() == nb && self.corr.len() == nb
+    }
+}
+
 /// `hsum_float_8` of ggml's x86 code: `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
 #[inline]
 pub(crate) fn hsum8(l: &[f32; LANES]) -> f32 {

@@ -128,13 +128,7 @@ impl TernaryBlock {
         let a = sized(&mut w.a, n * q_dim);
         causal_self_attention(q, k, v, n, step, &mut w.heads, a)?;
         // q is free again: it holds the normed attention output.
-        let a: &[f32] = match &self.attn_sub_norm {
-            Some(norm) => {
-                norm.forward(a, q)?;
-                q
-            }
-            None => a,
-        };
+        let a = sub_normed(&self.attn_sub_norm, a, q)?;
         let o = sized(&mut w.o, x.len());
         BitLinear::forward_rows(&[&self.w_o], a, n, &mut [o])?;
         add_assign(x, o);
@@ -153,17 +147,22 @@ impl TernaryBlock {
             FfnActivation::Silu => silu_mul(gate, up),
         }
         // up is free again: it holds the normed product.
-        let g: &[f32] = match &self.ffn_sub_norm {
-            Some(norm) => {
-                norm.forward(gate, up)?;
-                up
-            }
-            None => gate,
-        };
+        let g = sub_normed(&self.ffn_sub_norm, gate, up)?;
         let o = sized(&mut w.o, x.len());
         BitLinear::forward_rows(&[&self.w_down], g, n, &mut [o])?;
         add_assign(x, o);
         Ok(())
+    }
+}
+
+/// `x` through the block's optional sub-norm: normed into `spare` when it has one, else `x`.
+fn sub_normed<'a>(norm: &Option<RmsNorm>, x: &'a [f32], spare: &'a mut [f32]) -> Result<&'a [f32]> {
+    match norm {
+        Some(norm) => {
+            norm.forward(x, spare)?;
+            Ok(spare)
+        }
+        None => Ok(x),
     }
 }
 
