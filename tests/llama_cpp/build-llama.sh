@@ -12,7 +12,7 @@ sha256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 cache="${BITNET_LLAMA_CPP_CACHE:-$HOME/.cache/bitnet-llama-cpp}"
 dir="$cache/$version"
 jobs="${BITNET_LLAMA_CPP_JOBS:-2}"
-targets=(llama-completion llama-bench ggml-cpu)
+targets=(llama-completion llama-bench llama-batched-bench llama-server llama-tokenize ggml-cpu)
 stamp="$dir/build/.bitnet-built-${targets[*]// /-}"
 
 if [ -f "$stamp" ]; then
