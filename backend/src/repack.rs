@@ -195,19 +195,29 @@ impl TernaryMatrix {
         let mut m = Self::alloc(rows, cols, scale, OP)?;
         Self::expect_len(OP, rows, cols, values.len(), rows.checked_mul(cols))?;
         for (row, vals) in values.chunks_exact(cols).enumerate() {
-            if let Err(block_start) = m.pack_row(row, vals) {
-                let col = vals[block_start..]
-                    .iter()
-                    .position(|v| !(-1..=1).contains(v))
-                    .map_or(block_start, |i| block_start + i);
-                return Err(shape_error(
-                    OP,
-                    format!(
-                        "value {} at row {row}, column {col} is not ternary (-1, 0 or 1)",
-                        vals[col]
-                    ),
-                ));
-            }
+            m.pack_row(row, vals)
+                .map_err(|block_start| non_ternary(OP, row, block_start, vals))?;
+        }
+        Ok(m)
+    }
+
+    /// Repacks a matrix row by row: `fill(row, out)` writes row `row`'s ternary values into
+    /// `out` (`cols` values). Only one row of values exists at a time, so weights stored in
+    /// another layout (HF-packed bytes, float masters) go straight into the kernel layout with no
+    /// full-size intermediate. An error from `fill` stops the repack and is returned as is.
+    pub fn from_row_fn(
+        rows: usize,
+        cols: usize,
+        scale: f32,
+        mut fill: impl FnMut(usize, &mut [i8]) -> Result<()>,
+    ) -> Result<Self> {
+        const OP: &str = "ternary repack";
+        let mut m = Self::alloc(rows, cols, scale, OP)?;
+        let mut vals = vec![0i8; cols];
+        for row in 0..rows {
+            fill(row, &mut vals)?;
+            m.pack_row(row, &vals)
+                .map_err(|block_start| non_ternary(OP, row, block_start, &vals))?;
         }
         Ok(m)
     }
@@ -389,6 +399,21 @@ impl TernaryMatrix {
     }
 }
 
+/// The error for a row whose block starting at `block_start` holds a non-ternary value.
+fn non_ternary(op: &'static str, row: usize, block_start: usize, vals: &[i8]) -> Error {
+    let col = vals[block_start..]
+        .iter()
+        .position(|v| !(-1..=1).contains(v))
+        .map_or(block_start, |i| block_start + i);
+    shape_error(
+        op,
+        format!(
+            "value {} at row {row}, column {col} is not ternary (-1, 0 or 1)",
+            vals[col]
+        ),
+    )
+}
+
 fn code3_error(format: &'static str, at: usize, word: u64) -> Error {
     let bad = (0..32).find(|i| (word >> (2 * i)) & 3 == 3).unwrap_or(0);
     Error::format(
@@ -485,6 +510,33 @@ mod tests {
             assert_eq!((m.rows(), m.cols()), (rows, cols));
             assert_eq!(m.to_ternary(), v, "{rows} × {cols}");
         }
+    }
+
+    #[test]
+    fn row_fn_equals_whole_matrix_and_stops_at_errors() {
+        let (rows, cols) = (19, 300);
+        let v = pseudo_ternary(rows * cols, 11);
+        let whole = TernaryMatrix::from_ternary(&v, rows, cols, 0.25).unwrap();
+        let by_row = TernaryMatrix::from_row_fn(rows, cols, 0.25, |r, out| {
+            out.copy_from_slice(&v[r * cols..(r + 1) * cols]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(by_row.packed(), whole.packed());
+        assert_eq!(by_row.scale(), 0.25);
+
+        let e = TernaryMatrix::from_row_fn(2, 4, 1.0, |r, out| {
+            out.fill(if r == 1 { 2 } else { 0 });
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("value 2 at row 1, column 0"), "{e}");
+        let e = TernaryMatrix::from_row_fn(3, 4, 1.0, |r, _| match r {
+            2 => Err(Error::format("test", "row 2 is unreadable")),
+            _ => Ok(()),
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("row 2 is unreadable"), "{e}");
     }
 
     #[test]

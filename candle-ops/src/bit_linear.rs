@@ -20,6 +20,13 @@
 //! The layer owns an [`Arc`]-shared [`TernaryMatrix`], so cloning it is cheap. Activations are
 //! quantized to int8 per token inside the op (BitNet's W1.58A8); there is no bias, as in every
 //! BitNet b1.58 model.
+//!
+//! From a Hugging Face checkpoint, a Candle model swaps `candle_nn::linear_no_bias` for
+//! [`bit_linear`] (same argument order, plus the checkpoint's [`WeightRule`]):
+//! ```ignore
+//! let rule = WeightRule::for_config(&HfConfig::load(dir)?);
+//! let q_proj = bit_linear(hidden, n_head * head_dim, &rule, vb.pp("q_proj"))?;
+//! ```
 
 use std::sync::Arc;
 
@@ -29,8 +36,24 @@ use bitnet_backend::matmul::ternary_matmul_multi;
 use bitnet_backend::TernaryMatrix;
 use candle_core::{DType, Module, Tensor};
 
+use bitnet_convert::arch::WeightRule;
+use candle_nn::VarBuilder;
+
 use crate::op::TernaryMatMul;
 use crate::{Error, Result};
+
+mod load;
+
+/// `candle_nn::linear_no_bias` for ternary checkpoints: the [`BitLinear`] stored under `vb`'s
+/// prefix (`weight`, and `weight_scale` when the checkpoint has one). See [`BitLinear::load`].
+pub fn bit_linear(
+    in_dim: usize,
+    out_dim: usize,
+    rule: &WeightRule,
+    vb: VarBuilder,
+) -> candle_core::Result<BitLinear> {
+    Ok(BitLinear::load(vb, in_dim, out_dim, rule)?)
+}
 
 /// A bias-free linear layer with ternary weights `W = β · T`, `T ∈ {-1, 0, 1}`.
 #[derive(Clone, Debug)]
@@ -86,6 +109,33 @@ impl BitLinear {
         Ok(Self::new(Arc::new(TernaryMatrix::from_ternary(
             &codes, rows, cols, scale,
         )?)))
+    }
+
+    /// Loads the layer stored under `vb`'s prefix (e.g. `model.layers.0.self_attn.q_proj`) in
+    /// any form `bitnet convert` reads: packed uint8 `weight` + `weight_scale` (whose meaning
+    /// `rule.linear_class` gives), float codes + `weight_scale`, float masters ternarized by
+    /// absmean when `rule.online`, or exactly ternary floats. The weights go straight into the
+    /// kernel layout, one row at a time. Float weights are read in `vb`'s dtype when it is a float
+    /// type: give the builder the checkpoint's dtype so nothing is converted.
+    pub fn load(
+        vb: VarBuilder,
+        in_features: usize,
+        out_features: usize,
+        rule: &WeightRule,
+    ) -> Result<Self> {
+        load::load(&vb, in_features, out_features, rule, None)
+    }
+
+    /// [`Self::load`] with the rows of a q/k projection reordered for interleaved RoPE
+    /// (`permute_heads` = its head count), as the converter writes `llama` files.
+    pub(crate) fn load_permuted(
+        vb: &VarBuilder,
+        in_features: usize,
+        out_features: usize,
+        rule: &WeightRule,
+        permute_heads: Option<usize>,
+    ) -> Result<Self> {
+        load::load(vb, in_features, out_features, rule, permute_heads)
     }
 
     /// Builds the layer from one GGUF tensor: I2_S, TQ2_0 and TQ1_0 are repacked directly;

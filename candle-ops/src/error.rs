@@ -58,6 +58,10 @@ pub enum Error {
     /// A call was made with arguments the callee cannot accept.
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// A Hugging Face checkpoint (config, safetensors, tokenizer files, hub) cannot be used.
+    #[error(transparent)]
+    Checkpoint(#[from] bitnet_convert::ConvertError),
 }
 
 impl Error {

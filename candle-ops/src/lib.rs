@@ -21,11 +21,14 @@ pub mod models;
 pub mod op;
 pub mod pool;
 pub mod rope;
+pub mod safetensors_backend;
 pub mod sampling;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use bit_linear::BitLinear;
+pub use bit_linear::{bit_linear, BitLinear};
+pub use bitnet_convert::arch::WeightRule;
+pub use bitnet_convert::hf::config::HfConfig;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use embedding::DenseWeights;
 pub use error::{Error, Result};
@@ -33,7 +36,10 @@ pub use generate::{
     Generation, GenerationParams, Generator, Session, StopReason, TextStreamer, TokenStep,
 };
 pub use kv_cache::{KvCache, KvDtype};
-pub use models::{Architecture, LoadOptions, Logits, Model, ModelConfig, ModelWeights};
+pub use models::{
+    is_checkpoint_dir, Architecture, BareModel, LoadOptions, Logits, Model, ModelConfig,
+    ModelWeights,
+};
 pub use op::TernaryMatMul;
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::Tokenizer;

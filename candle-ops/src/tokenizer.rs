@@ -3,15 +3,19 @@
 //! Two vocabulary kinds are supported, each rebuilt as the Hugging Face `tokenizers` pipeline the
 //! model was trained with, so ids match the model's own `tokenizer.json`:
 //! - `tokenizer.ggml.model = "gpt2"` (byte-level BPE). The pre-tokenizer comes from
-//!   `tokenizer.ggml.pre`:
-//!   - `llama-bpe` / `llama3`: the Llama-3 split regex, then byte-level mapping, `ignore_merges`.
-//!   - absent, for `bitnet-b1.58` / `bitnet-25` files: the same Llama-3 pipeline. The official
-//!     BitNet b1.58 2B4T GGUF has no `tokenizer.ggml.pre` key although its vocabulary is Llama-3's;
-//!     we tokenize as its Hugging Face tokenizer does. (bitnet.cpp instead falls back to
-//!     llama.cpp's "default" regex, which splits digits, punctuation runs and newlines differently.)
-//!   - `gpt-2`: GPT-2's byte-level pre-tokenizer.
-//!   - anything else, or absent for other architectures: an error, never a silent fallback.
-//!     Pass the model's `tokenizer.json` instead.
+//!   `tokenizer.ggml.pre`, with llama.cpp's (b11434) names and split rules:
+//!   - the Llama-3 family (`llama-bpe`, `llama3`, `llama-v3`, `falcon3` for Falcon3-1.58bit,
+//!     `falcon-h1`, `pixtral`, `midm-2.0`, `lfm2`, `jina-v5-nano`): the Llama-3 split regex,
+//!     then byte-level mapping, `ignore_merges`.
+//!   - `gpt-2` and `phi-2`: GPT-2's byte-level pre-tokenizer.
+//!   - `falcon`: Falcon-7B/40B's three splits.
+//!   - `default`, or absent (llama.cpp's fallback, with its one-line warning on stderr): the
+//!     four "default" splits (punctuation runs, GPT-2's rule, digit runs, groups of three
+//!     digits). Absent for `bitnet-b1.58` / `bitnet-25` files is the exception: the official
+//!     BitNet b1.58 2B4T GGUF has no `tokenizer.ggml.pre` although its vocabulary is Llama-3's,
+//!     and we tokenize it as its Hugging Face tokenizer does (bitnet.cpp uses the default).
+//!   - any other name: an error naming it (never a silent fallback). Pass the model's
+//!     `tokenizer.json` instead.
 //! - `tokenizer.ggml.model = "llama"` (SentencePiece BPE, Llama-2 vocabularies): merges are
 //!   derived from the piece scores the way Hugging Face's converter does, with byte fallback and
 //!   the `▁` space convention.
@@ -37,6 +41,45 @@ use crate::{Error, Result};
 
 /// Llama-3's pre-tokenizer split pattern (from its `tokenizer.json`).
 pub const LLAMA3_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GPT-2's split pattern, as llama.cpp writes it (without the trailing `|\s+`, which a split
+/// that keeps unmatched text makes redundant).
+const GPT2_SPLIT_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+
+/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_DEFAULT` splits, applied one after the other.
+const DEFAULT_SPLITS: &[&str] = &[
+    r"[\p{P}\$\+<=>\^~\|]+",
+    GPT2_SPLIT_REGEX,
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
+
+/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_FALCON` splits.
+const FALCON_SPLITS: &[&str] = &[
+    r"[\p{P}\$\+<=>\^~\|`]+",
+    GPT2_SPLIT_REGEX,
+    r"[0-9][0-9][0-9]",
+];
+
+/// `tokenizer.ggml.pre` names llama.cpp gives the Llama-3 split rule.
+const LLAMA3_NAMES: &[&str] = &[
+    "llama3",
+    "llama-v3",
+    "llama-bpe",
+    "falcon3",
+    "falcon-h1",
+    "pixtral",
+    "midm-2.0",
+    "lfm2",
+    "jina-v5-nano",
+];
+
+/// `tokenizer.ggml.pre` names llama.cpp gives GPT-2's split rule (and no other setting).
+const GPT2_NAMES: &[&str] = &["gpt-2", "phi-2"];
+
+/// What llama.cpp prints when a BPE vocabulary has no `tokenizer.ggml.pre`.
+const MISSING_PRE_WARNING: &str =
+    "warning: tokenizer.ggml.pre is missing, using llama.cpp's 'default' pre-tokenizer (as llama.cpp does; tokens may differ from the model's own tokenizer)";
 
 /// Texts of tokens that end a turn or a document in the vocabularies we know; a token whose text
 /// is one of these counts as end-of-generation even when no metadata key names it.
@@ -67,6 +110,10 @@ pub enum VocabKind {
     Llama3Bpe,
     /// Byte-level BPE with GPT-2's pre-tokenizer.
     Gpt2Bpe,
+    /// Byte-level BPE with llama.cpp's default splits (no or `default` `tokenizer.ggml.pre`).
+    DefaultBpe,
+    /// Byte-level BPE with Falcon-7B/40B's splits.
+    FalconBpe,
     /// SentencePiece BPE (Llama-2 style, `▁` for spaces, byte fallback).
     SentencePiece,
 }
@@ -107,9 +154,15 @@ pub struct VocabMetadata {
 impl VocabMetadata {
     /// Reads the `tokenizer.ggml.*` keys of a GGUF file.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        Self::from_metadata(&|k| file.get(k))
+    }
+
+    /// Reads the `tokenizer.ggml.*` keys from any GGUF-named metadata (a file's, or the
+    /// converter's for a checkpoint folder).
+    pub fn from_metadata<'a>(get: &'a dyn Fn(&str) -> Option<&'a Value>) -> Result<Self> {
         let key = |k: &str| format!("tokenizer.ggml.{k}");
         let string = |k: &str| -> Result<Option<String>> {
-            match file.get(&key(k)) {
+            match get(&key(k)) {
                 None => Ok(None),
                 Some(v) => v
                     .as_str()
@@ -118,7 +171,7 @@ impl VocabMetadata {
             }
         };
         let id = |k: &str| -> Result<Option<u32>> {
-            match file.get(&key(k)) {
+            match get(&key(k)) {
                 None => Ok(None),
                 Some(v) => v
                     .to_u32_lossless()
@@ -127,7 +180,7 @@ impl VocabMetadata {
             }
         };
         let flag = |k: &str| -> Result<Option<bool>> {
-            match file.get(&key(k)) {
+            match get(&key(k)) {
                 None => Ok(None),
                 Some(v) => v
                     .as_bool()
@@ -135,7 +188,7 @@ impl VocabMetadata {
                     .ok_or_else(|| wrong_type(&key(k), "a boolean")),
             }
         };
-        let array = |k: &str| -> Option<&[Value]> { file.get(&key(k)).and_then(|v| v.as_array()) };
+        let array = |k: &str| -> Option<&[Value]> { get(&key(k)).and_then(|v| v.as_array()) };
 
         let model = string("model")?.ok_or_else(|| Error::MissingMetadata { key: key("model") })?;
         let tokens = match array("tokens") {
@@ -199,18 +252,19 @@ impl VocabMetadata {
         match self.model.as_str() {
             "llama" => Ok(VocabKind::SentencePiece),
             "gpt2" => match self.pre.as_deref() {
-                Some("llama-bpe") | Some("llama3") => Ok(VocabKind::Llama3Bpe),
-                Some("gpt-2") => Ok(VocabKind::Gpt2Bpe),
+                Some(name) if LLAMA3_NAMES.contains(&name) => Ok(VocabKind::Llama3Bpe),
+                Some(name) if GPT2_NAMES.contains(&name) => Ok(VocabKind::Gpt2Bpe),
+                Some("falcon") => Ok(VocabKind::FalconBpe),
+                Some("default") => Ok(VocabKind::DefaultBpe),
                 None if matches!(architecture, "bitnet-b1.58" | "bitnet-25") => {
                     Ok(VocabKind::Llama3Bpe)
                 }
-                None => Err(Error::Tokenizer(format!(
-                    "tokenizer.ggml.pre is missing for a `{architecture}` BPE vocabulary; \
-                     the split rules cannot be guessed: pass the model's tokenizer.json"
-                ))),
+                None => Ok(VocabKind::DefaultBpe),
                 Some(other) => Err(Error::Tokenizer(format!(
-                    "unsupported tokenizer.ggml.pre `{other}` (supported: llama-bpe, llama3, gpt-2); \
-                     pass the model's tokenizer.json"
+                    "unsupported tokenizer.ggml.pre `{other}` (supported: {}, {}, falcon, default); \
+                     pass the model's tokenizer.json",
+                    LLAMA3_NAMES.join(", "),
+                    GPT2_NAMES.join(", ")
                 ))),
             },
             other => Err(Error::Tokenizer(format!(
@@ -273,9 +327,12 @@ impl Tokenizer {
     /// Builds the tokenizer from GGUF vocabulary metadata.
     pub fn from_metadata(meta: &VocabMetadata, architecture: &str) -> Result<Self> {
         let kind = meta.kind(architecture)?;
+        if kind == VocabKind::DefaultBpe && meta.pre.is_none() {
+            eprintln!("{MISSING_PRE_WARNING}");
+        }
         let inner = match kind {
-            VocabKind::Llama3Bpe | VocabKind::Gpt2Bpe => build_byte_level_bpe(meta, &kind)?,
             VocabKind::SentencePiece => build_sentencepiece(meta)?,
+            _ => build_byte_level_bpe(meta, &kind)?,
         };
         Self::with_inner(inner, meta, &kind)
     }
@@ -467,33 +524,40 @@ fn build_byte_level_bpe(meta: &VocabMetadata, kind: &VocabKind) -> Result<tokeni
             .ok_or_else(|| Error::Tokenizer(format!("merge #{i} `{m}` has no space separator")))?;
         merges.push((m[..split].to_owned(), m[split + 1..].to_owned()));
     }
-    let llama3 = *kind == VocabKind::Llama3Bpe;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab_map(meta), merges)
-        .ignore_merges(llama3)
+        .ignore_merges(*kind == VocabKind::Llama3Bpe)
         .build()
         .map_err(tk_err("building the BPE model"))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);
-    let pre: PreTokenizerWrapper = if llama3 {
-        let split = Split::new(
-            SplitPattern::Regex(LLAMA3_SPLIT_REGEX.into()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(tk_err("compiling the Llama-3 split regex"))?;
-        PreTokenizerSequence::new(vec![
-            split.into(),
-            ByteLevel::new(false, true, false).into(),
-        ])
-        .into()
-    } else {
-        ByteLevel::new(false, true, true).into()
+    let pre: PreTokenizerWrapper = match kind {
+        VocabKind::Llama3Bpe => splits_then_bytes(&[LLAMA3_SPLIT_REGEX])?,
+        VocabKind::DefaultBpe => splits_then_bytes(DEFAULT_SPLITS)?,
+        VocabKind::FalconBpe => splits_then_bytes(FALCON_SPLITS)?,
+        _ => ByteLevel::new(false, true, true).into(),
     };
     tok.with_pre_tokenizer(Some(pre));
     tok.with_decoder(Some(ByteLevel::new(true, true, true)));
     tok.add_special_tokens(special_tokens(meta))
         .map_err(tk_err("adding special tokens"))?;
     Ok(tok)
+}
+
+/// Splits by each regex in turn (every piece, matched or not, kept: llama.cpp's
+/// `unicode_regex_split`), then maps bytes to GPT-2's printable symbols.
+fn splits_then_bytes(regexes: &[&str]) -> Result<PreTokenizerWrapper> {
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(regexes.len() + 1);
+    for re in regexes {
+        let split = Split::new(
+            SplitPattern::Regex((*re).into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| Error::Tokenizer(format!("compiling the split regex `{re}`: {e}")))?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, true, false).into());
+    Ok(PreTokenizerSequence::new(steps).into())
 }
 
 fn build_sentencepiece(meta: &VocabMetadata) -> Result<tokenizers::Tokenizer> {
@@ -607,7 +671,16 @@ mod tests {
             .map(|b| bytes_to_unicode(b).to_string())
             .collect();
         let g = bytes_to_unicode(b' ');
-        for t in ["he", "ll", "hell", "hello", &format!("{g}w"), "12", "123"] {
+        for t in [
+            "he",
+            "ll",
+            "hell",
+            "hello",
+            &format!("{g}w"),
+            "12",
+            "123",
+            &format!("{g}!"),
+        ] {
             tokens.push(t.to_string());
         }
         let merges = vec![
@@ -618,6 +691,7 @@ mod tests {
             format!("{g} w"),
             "1 2".to_string(),
             "12 3".to_string(),
+            format!("{g} !"),
         ];
         let mut types = vec![token_type::NORMAL; tokens.len()];
         tokens.push("<|begin_of_text|>".into());
@@ -640,7 +714,18 @@ mod tests {
         let m = byte_level_meta(None);
         assert_eq!(m.kind("bitnet-b1.58").unwrap(), VocabKind::Llama3Bpe);
         assert_eq!(m.kind("bitnet-25").unwrap(), VocabKind::Llama3Bpe);
-        assert!(m.kind("llama").is_err(), "absent pre outside BitNet 2B4T");
+        // Absent elsewhere: llama.cpp's default, as llama.cpp loads it.
+        assert_eq!(m.kind("bitnet").unwrap(), VocabKind::DefaultBpe);
+        assert_eq!(m.kind("llama").unwrap(), VocabKind::DefaultBpe);
+        for (name, kind) in [
+            ("falcon3", VocabKind::Llama3Bpe),
+            ("llama3", VocabKind::Llama3Bpe),
+            ("phi-2", VocabKind::Gpt2Bpe),
+            ("falcon", VocabKind::FalconBpe),
+            ("default", VocabKind::DefaultBpe),
+        ] {
+            assert_eq!(byte_level_meta(Some(name)).kind("llama").unwrap(), kind, "{name}");
+        }
         assert_eq!(
             byte_level_meta(Some("llama-bpe")).kind("llama").unwrap(),
             VocabKind::Llama3Bpe
@@ -667,6 +752,27 @@ mod tests {
             .collect();
         assert_eq!(texts, vec!["hello", "Ġ", "123", "4"]);
         assert_eq!(tok.decode(&ids, true)?, "hello 1234");
+        Ok(())
+    }
+
+    #[test]
+    fn default_pipeline_isolates_punctuation_and_groups_digits() -> Result<()> {
+        let m = byte_level_meta(None);
+        let tok = Tokenizer::from_metadata(&m, "bitnet")?;
+        assert!(!tok.adds_bos(), "llama.cpp's default adds no BOS");
+        let texts = |ids: Vec<u32>| -> Vec<String> {
+            ids.iter().map(|&i| tok.token_text(i).unwrap()).collect()
+        };
+        // Punctuation runs split off first (no " !" piece); digits: runs, then threes.
+        assert_eq!(
+            texts(tok.encode("hello !!12345", true)?),
+            vec!["hello", "Ġ", "!", "!", "123", "4", "5"]
+        );
+        // The Llama-3 rule instead keeps " !!" together, so the " !" merge applies.
+        let tok3 = Tokenizer::from_metadata(&byte_level_meta(Some("llama-bpe")), "bitnet")?;
+        let ids = tok3.encode("hello !!12345", false)?;
+        let t3: Vec<String> = ids.iter().map(|&i| tok3.token_text(i).unwrap()).collect();
+        assert_eq!(t3, vec!["hello", "Ġ!", "!", "123", "4", "5"]);
         Ok(())
     }
 

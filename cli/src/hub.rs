@@ -1,12 +1,12 @@
 //! `-m owner/name`: models from the Hugging Face hub, through the standard HF cache.
 //!
 //! A repo with GGUF files gives its I2_S file (or its only GGUF; `owner/name:file.gguf` picks
-//! one). A repo with only safetensors is converted once into `~/.cache/bitnet/converted/`.
+//! one). A repo with only safetensors is a checkpoint, loaded directly (no conversion).
 
 use crate::error::{CliError, CliResult};
+use crate::model_source::Source;
 use bitnet_convert::hf::hub;
-use bitnet_convert::{ConvertOptions, HubConfig, OutType, StderrProgress};
-use std::path::PathBuf;
+use bitnet_convert::{HubConfig, StderrProgress};
 
 pub use bitnet_convert::hf::hub::looks_like_repo_id;
 
@@ -59,58 +59,23 @@ pub fn pick_gguf<'a>(
     }
 }
 
-/// Resolves a hub model to a local GGUF path, downloading or converting as needed.
-pub fn fetch_model(spec: &str, offline: bool) -> CliResult<PathBuf> {
+/// Resolves a hub model to its GGUF (downloaded into the HF cache) or its checkpoint.
+pub fn resolve_repo(spec: &str, offline: bool) -> CliResult<Source> {
     let (repo, wanted) = split_spec(spec);
     let cfg = HubConfig::from_env(offline)?;
     let files = hub::list_files(repo, "main", &cfg)?;
     let progress = StderrProgress::new();
     if let Some(file) = pick_gguf(repo, &files, wanted)? {
-        return Ok(hub::fetch_file(repo, "main", file, &cfg, &progress)?);
+        return Ok(Source::Gguf(hub::fetch_file(
+            repo, "main", file, &cfg, &progress,
+        )?));
     }
     if !files.iter().any(|f| f == "config.json") {
         return Err(CliError::Usage(format!(
             "repo `{repo}` has neither a GGUF file nor a Hugging Face checkpoint (config.json)"
         )));
     }
-    let converted = converted_path(repo)?;
-    if converted.is_file() {
-        return Ok(converted);
-    }
-    eprintln!(
-        "`{repo}` has no GGUF: converting it to I2_S once, into {}",
-        converted.display()
-    );
-    let mut options = ConvertOptions::new(repo);
-    options.outtype = OutType::I2S;
-    options.outfile = Some(converted.clone());
-    options.offline = offline;
-    if let Some(dir) = converted.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| CliError::Io {
-            what: "create",
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
-    }
-    let summary = bitnet_convert::convert(&options, &progress)?;
-    eprintln!("{summary}");
-    Ok(converted)
-}
-
-fn converted_path(repo: &str) -> CliResult<PathBuf> {
-    let base = std::env::var_os("BITNET_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("bitnet")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache").join("bitnet"))
-        })
-        .ok_or_else(|| {
-            CliError::Usage("no home folder for the conversion cache; set BITNET_CACHE".into())
-        })?;
-    Ok(base
-        .join("converted")
-        .join(repo.replace('/', "--"))
-        .join("ggml-model-i2_s.gguf"))
+    Ok(Source::Checkpoint(repo.to_owned()))
 }
 
 #[cfg(test)]

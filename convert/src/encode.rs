@@ -4,7 +4,7 @@
 
 use bitnet_backend::formats::{i2s, q4_0, q6_k, q8_0, tq1_0, tq2_0};
 use bitnet_backend::gguf::GgmlType;
-use half::f16;
+use half::{bf16, f16};
 
 use crate::error::{ConvertError, Result};
 use crate::options::{EmbeddingType, OutType};
@@ -28,6 +28,7 @@ pub fn float_type(ty: EmbeddingType) -> GgmlType {
         EmbeddingType::Q8_0 => GgmlType::Q8_0,
         EmbeddingType::Q6K => GgmlType::Q6_K,
         EmbeddingType::Q4_0 => GgmlType::Q4_0,
+        EmbeddingType::BF16 => GgmlType::BF16,
     }
 }
 
@@ -76,7 +77,7 @@ pub fn check_float_shape(
     option: &str,
 ) -> Result<()> {
     let block = match ty {
-        EmbeddingType::F32 | EmbeddingType::F16 => 1,
+        EmbeddingType::F32 | EmbeddingType::F16 | EmbeddingType::BF16 => 1,
         EmbeddingType::Q8_0 => q8_0::BLOCK,
         EmbeddingType::Q4_0 => q4_0::BLOCK,
         EmbeddingType::Q6K => q6_k::BLOCK,
@@ -118,6 +119,10 @@ pub fn encode_float(x: &[f32], ty: EmbeddingType) -> Result<Vec<u8>> {
         EmbeddingType::F16 => x
             .iter()
             .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+        EmbeddingType::BF16 => x
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
             .collect(),
         EmbeddingType::Q8_0 => q8_0::quantize(x)?,
         EmbeddingType::Q6K => q6_k::quantize(x)?,

@@ -78,6 +78,20 @@ impl ResolvedInput {
     }
 }
 
+/// The local folder of a checkpoint given as a folder or a hub repo id (fetched into the Hugging
+/// Face cache, at `revision` or `main`), exactly as [`convert`] resolves its input.
+pub fn resolve_checkpoint(
+    input: &str,
+    revision: Option<&str>,
+    offline: bool,
+    progress: &dyn ProgressSink,
+) -> Result<PathBuf> {
+    let mut opts = ConvertOptions::new(input);
+    opts.revision = revision.map(str::to_owned);
+    opts.offline = offline;
+    Ok(resolve_input(&opts, progress)?.dir)
+}
+
 fn resolve_input(opts: &ConvertOptions, progress: &dyn ProgressSink) -> Result<ResolvedInput> {
     let path = Path::new(&opts.input);
     if path.is_dir() {
@@ -131,7 +145,8 @@ fn convert_folder(
     check_outfile(dir, outfile)?;
     let config = HfConfig::load(dir)?;
     let src = SafetensorsSource::open(dir)?;
-    let plan = arch::plan(&config, &src)?;
+    let mut plan = arch::plan(&config, &src)?;
+    arch::fit_head_to_gguf(&mut plan, &src)?;
     let vocab = Vocab::load(dir, &config, plan.n_vocab)?;
     write::write(&src, &plan, &vocab, name, types, outfile, progress)
 }

@@ -64,6 +64,9 @@ pub enum EmbeddingType {
     /// ggml Q8_0 (block 32).
     #[value(name = "q8_0")]
     Q8_0,
+    /// bfloat16: keeps a bf16 checkpoint's values exactly, in half the bytes of f32.
+    #[value(name = "bf16")]
+    BF16,
     /// ggml Q6_K (block 256); bitnet.cpp's recommended embedding type.
     #[value(name = "q6_k")]
     Q6K,
@@ -80,6 +83,7 @@ impl EmbeddingType {
             EmbeddingType::Q8_0 => "q8_0",
             EmbeddingType::Q6K => "q6_k",
             EmbeddingType::Q4_0 => "q4_0",
+            EmbeddingType::BF16 => "bf16",
         }
     }
 

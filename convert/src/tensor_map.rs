@@ -71,18 +71,19 @@ impl PlannedTensor {
 /// head, output row `2i + j` takes input row `j * head_dim/2 + i`.
 pub fn permute_qk_rows<T: Copy>(w: &[T], rows: usize, cols: usize, n_heads: usize) -> Vec<T> {
     debug_assert_eq!(w.len(), rows * cols);
-    let head_dim = rows / n_heads;
-    let half = head_dim / 2;
     let mut out = Vec::with_capacity(w.len());
-    for h in 0..n_heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = h * head_dim + j * half + i;
-                out.extend_from_slice(&w[src * cols..(src + 1) * cols]);
-            }
-        }
+    for row in 0..rows {
+        let src = permuted_source_row(row, rows, n_heads);
+        out.extend_from_slice(&w[src * cols..(src + 1) * cols]);
     }
     out
+}
+
+/// The Hugging Face row that [`permute_qk_rows`] puts at output row `row`.
+pub fn permuted_source_row(row: usize, rows: usize, n_heads: usize) -> usize {
+    let head_dim = rows / n_heads;
+    let (h, within) = (row / head_dim, row % head_dim);
+    h * head_dim + (within % 2) * (head_dim / 2) + within / 2
 }
 
 #[cfg(test)]

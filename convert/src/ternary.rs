@@ -22,6 +22,92 @@ pub struct Ternary {
     pub scale: f32,
 }
 
+/// How a projection is stored in the checkpoint, which with the config's rule decides how it is
+/// read. The converter and `bitnet-candle`'s `VarBuilder` loader both decide with [`stored_as`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredAs {
+    /// uint8 `[out/4, in]` in transformers' `pack_weights` layout, plus `weight_scale`.
+    Packed,
+    /// Float values in {-1, 0, 1} plus `weight_scale`.
+    FloatCodes,
+    /// Float master weights the model ternarizes by absmean in every forward pass.
+    OnlineMaster,
+    /// Float values that must already be exactly {-β, 0, β} (no scale tensor, no online rule).
+    ExactTernary,
+}
+
+/// Decides how the projection `name` (stored as `dtype`, with or without a `weight_scale`
+/// companion) is read under `rule`.
+pub fn stored_as(name: &str, dtype: Dtype, has_scale: bool, rule: &WeightRule) -> Result<StoredAs> {
+    let is_float = matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16);
+    match (dtype, has_scale) {
+        _ if rule.online && is_float => Ok(StoredAs::OnlineMaster),
+        (Dtype::U8, true) => Ok(StoredAs::Packed),
+        (Dtype::U8, false) => Err(ConvertError::MissingTensor {
+            name: format!("{name}_scale"),
+            where_: format!("packed uint8 weight `{name}` needs its scale"),
+        }),
+        (_, true) if is_float => Ok(StoredAs::FloatCodes),
+        (_, false) if is_float => Ok(StoredAs::ExactTernary),
+        (dtype, _) => Err(ConvertError::tensor(
+            name,
+            format!("dtype {dtype:?}; a projection must be U8 (HF-packed) or F32/F16/BF16"),
+        )),
+    }
+}
+
+/// β (`W = β·T`) from the stored values of a `weight_scale` tensor, per
+/// `quantization_config.linear_class`: the one place the scale's meaning is decided.
+pub fn beta_from_scale(scale_name: &str, stored: &[f32], rule: &WeightRule) -> Result<f32> {
+    let Some(class) = rule.linear_class else {
+        return Err(ConvertError::Unsupported(format!(
+            "`{scale_name}` exists but config.json has no quantization_config, so it is unknown whether the \
+             scale multiplies (autobitlinear) or divides (bitlinear); add quantization_config \
+             {{\"quant_method\": \"bitnet\", \"linear_class\": ...}}"
+        )));
+    };
+    let &[ws] = stored else {
+        return Err(ConvertError::tensor(
+            scale_name,
+            format!(
+                "{} values; a per-tensor scale has one element",
+                stored.len()
+            ),
+        ));
+    };
+    if ws.is_nan() || ws <= 0.0 {
+        return Err(ConvertError::tensor(
+            scale_name,
+            format!("scale {ws} is not positive"),
+        ));
+    }
+    let beta = match class {
+        LinearClass::AutoBitLinear => ws,
+        LinearClass::BitLinear => 1.0 / ws,
+    };
+    if !beta.is_finite() || beta == 0.0 {
+        return Err(ConvertError::tensor(
+            scale_name,
+            format!("scale {ws} gives an unusable β = {beta}"),
+        ));
+    }
+    Ok(beta)
+}
+
+/// Codes from float values that must each be -1, 0 or 1 (a [`StoredAs::FloatCodes`] tensor).
+pub fn float_codes(name: &str, w: &[f32], codes: &mut [i8]) -> Result<()> {
+    for (i, (&v, c)) in w.iter().zip(codes.iter_mut()).enumerate() {
+        if v != -1.0 && v != 0.0 && v != 1.0 {
+            return Err(ConvertError::tensor(
+                name,
+                format!("has a weight_scale, so its values must be -1, 0 or 1, but element {i} is {v}"),
+            ));
+        }
+        *c = v as i8;
+    }
+    Ok(())
+}
+
 /// Reads the projection `name` (an HF `...proj.weight`) of shape `[rows, cols]`.
 pub fn load(
     src: &SafetensorsSource,
@@ -33,16 +119,15 @@ pub fn load(
     let t = src.require(name)?;
     let scale_name = format!("{name}_scale");
     let scale_entry = src.get(&scale_name);
-    let is_float = matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16);
-
-    if rule.online && is_float {
-        check_shape(t, &[rows, cols])?;
-        let w = src.read_f32(t)?;
-        let (codes, scale) = ternarize::absmean(&w);
-        return Ok(Ternary { codes, scale });
-    }
-    match (t.dtype, scale_entry) {
-        (Dtype::U8, Some(s)) => {
+    let beta = |s: &TensorEntry| beta_from_scale(&s.name, &src.read_f32(s)?, rule);
+    match (stored_as(name, t.dtype, scale_entry.is_some(), rule)?, scale_entry) {
+        (StoredAs::OnlineMaster, _) => {
+            check_shape(t, &[rows, cols])?;
+            let w = src.read_f32(t)?;
+            let (codes, scale) = ternarize::absmean(&w);
+            Ok(Ternary { codes, scale })
+        }
+        (StoredAs::Packed, Some(s)) => {
             if !rows.is_multiple_of(4) {
                 return Err(ConvertError::tensor(
                     name,
@@ -58,114 +143,82 @@ pub fn load(
             check_codes(name, &codes)?;
             Ok(Ternary {
                 codes,
-                scale: beta(src, s, rule)?,
+                scale: beta(s)?,
             })
         }
-        (Dtype::U8, None) => Err(ConvertError::MissingTensor {
-            name: scale_name,
-            where_: format!(
-                "packed uint8 weight `{name}` needs its scale; {}",
-                src.describe()
-            ),
-        }),
-        (_, Some(s)) if is_float => {
+        (StoredAs::FloatCodes, Some(s)) => {
             check_shape(t, &[rows, cols])?;
             let w = src.read_f32(t)?;
-            let mut codes = Vec::with_capacity(w.len());
-            for (i, &v) in w.iter().enumerate() {
-                if v != -1.0 && v != 0.0 && v != 1.0 {
-                    return Err(ConvertError::tensor(
-                        name,
-                        format!("has a weight_scale, so its values must be -1, 0 or 1, but element {i} is {v}"),
-                    ));
-                }
-                codes.push(v as i8);
-            }
+            let mut codes = vec![0i8; w.len()];
+            float_codes(name, &w, &mut codes)?;
             Ok(Ternary {
                 codes,
-                scale: beta(src, s, rule)?,
+                scale: beta(s)?,
             })
         }
-        (_, None) if is_float => {
+        (StoredAs::ExactTernary, _) => {
             check_shape(t, &[rows, cols])?;
             let w = src.read_f32(t)?;
             exact_ternary(name, &w)
         }
-        (dtype, _) => Err(ConvertError::tensor(
-            name,
-            format!("dtype {dtype:?}; a projection must be U8 (HF-packed) or F32/F16/BF16"),
-        )),
+        (kind, None) => Err(ConvertError::MissingTensor {
+            name: scale_name,
+            where_: format!("{kind:?} weight `{name}` needs its scale; {}", src.describe()),
+        }),
     }
-}
-
-/// β from a `weight_scale` tensor, per `quantization_config.linear_class`.
-fn beta(src: &SafetensorsSource, s: &TensorEntry, rule: &WeightRule) -> Result<f32> {
-    let Some(class) = rule.linear_class else {
-        return Err(ConvertError::Unsupported(format!(
-            "`{}` exists but config.json has no quantization_config, so it is unknown whether the \
-             scale multiplies (autobitlinear) or divides (bitlinear); add quantization_config \
-             {{\"quant_method\": \"bitnet\", \"linear_class\": ...}}",
-            s.name
-        )));
-    };
-    if s.n_elements() != 1 {
-        return Err(ConvertError::tensor(
-            &s.name,
-            format!("shape {:?}; a per-tensor scale has one element", s.shape),
-        ));
-    }
-    let ws = src.read_f32(s)?[0];
-    if ws.is_nan() || ws <= 0.0 {
-        return Err(ConvertError::tensor(
-            &s.name,
-            format!("scale {ws} is not positive"),
-        ));
-    }
-    let beta = match class {
-        LinearClass::AutoBitLinear => ws,
-        LinearClass::BitLinear => 1.0 / ws,
-    };
-    if !beta.is_finite() || beta == 0.0 {
-        return Err(ConvertError::tensor(
-            &s.name,
-            format!("scale {ws} gives an unusable β = {beta}"),
-        ));
-    }
-    Ok(beta)
 }
 
 /// Float weights that already hold only {-β, 0, β}.
 fn exact_ternary(name: &str, w: &[f32]) -> Result<Ternary> {
-    let beta = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let mut codes = Vec::with_capacity(w.len());
-    for (i, &v) in w.iter().enumerate() {
-        let code = if v == 0.0 {
+    let max_abs = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut codes = vec![0i8; w.len()];
+    exact_codes(name, w, max_abs, 0, &mut codes)?;
+    Ok(Ternary {
+        codes,
+        scale: exact_beta(max_abs),
+    })
+}
+
+/// β of a float tensor that must hold only {-β, 0, β}: its largest magnitude (the smallest
+/// scale for an all-zero tensor).
+pub fn exact_beta(max_abs: f32) -> f32 {
+    if max_abs > 0.0 {
+        max_abs
+    } else {
+        ternarize::MIN_SCALE
+    }
+}
+
+/// Codes of values that must each be 0 or ±`max_abs` (the tensor's largest magnitude); `first`
+/// is the index of `w[0]` in the tensor, for the error message.
+pub fn exact_codes(
+    name: &str,
+    w: &[f32],
+    max_abs: f32,
+    first: usize,
+    codes: &mut [i8],
+) -> Result<()> {
+    for (i, (&v, c)) in w.iter().zip(codes.iter_mut()).enumerate() {
+        *c = if v == 0.0 {
             0
-        } else if v == beta {
+        } else if v == max_abs {
             1
-        } else if v == -beta {
+        } else if v == -max_abs {
             -1
         } else {
             return Err(ConvertError::tensor(
                 name,
                 format!(
-                    "is not ternary (element {i} is {v}, the largest magnitude is {beta}) and the model does not \
+                    "is not ternary (element {} is {v}, the largest magnitude is {max_abs}) and the model does not \
                      ternarize online; if these are BitNet master weights, add \"quantization_config\": \
                      {{\"quant_method\": \"bitnet\", \"linear_class\": \"autobitlinear\", \"quantization_mode\": \"online\"}} \
-                     to config.json"
+                     to config.json",
+                    first + i
                 ),
             ));
         };
-        codes.push(code);
     }
-    Ok(Ternary {
-        codes,
-        scale: if beta > 0.0 {
-            beta
-        } else {
-            ternarize::MIN_SCALE
-        },
-    })
+    Ok(())
 }
 
 fn check_shape(t: &TensorEntry, want: &[usize]) -> Result<()> {

@@ -279,18 +279,9 @@ fn check_ternary_source(
     let e = src.require(&t.source)?;
     let (rows, cols) = (t.shape[0], t.shape[1]);
     let scale = format!("{}_scale", t.source);
-    let want = match e.dtype {
-        Dtype::U8 => {
-            if src.get(&scale).is_none() {
-                return Err(ConvertError::MissingTensor {
-                    name: scale,
-                    where_: format!(
-                        "packed uint8 weight `{}` needs its scale; {}",
-                        t.source,
-                        src.describe()
-                    ),
-                });
-            }
+    let stored = ternary::stored_as(&t.source, e.dtype, src.get(&scale).is_some(), rule)?;
+    let want = match stored {
+        ternary::StoredAs::Packed => {
             if !rows.is_multiple_of(4) {
                 return Err(ConvertError::tensor(
                     &t.source,
@@ -299,13 +290,7 @@ fn check_ternary_source(
             }
             vec![rows / 4, cols]
         }
-        Dtype::F32 | Dtype::F16 | Dtype::BF16 => vec![rows, cols],
-        other => {
-            return Err(ConvertError::tensor(
-                &t.source,
-                format!("dtype {other:?}; a projection must be U8 (HF-packed) or F32/F16/BF16"),
-            ))
-        }
+        _ => vec![rows, cols],
     };
     if e.shape != want {
         return Err(ConvertError::tensor(
@@ -313,15 +298,11 @@ fn check_ternary_source(
             format!("shape {:?}, expected {want:?} from config.json", e.shape),
         ));
     }
-    if src.get(&scale).is_some()
+    if matches!(stored, ternary::StoredAs::Packed | ternary::StoredAs::FloatCodes)
         && rule.linear_class.is_none()
-        && !(rule.online && e.dtype != Dtype::U8)
     {
-        return Err(ConvertError::Unsupported(format!(
-            "`{scale}` exists but config.json has no quantization_config, so it is unknown whether the scale \
-             multiplies (autobitlinear) or divides (bitlinear); add quantization_config {{\"quant_method\": \"bitnet\", \
-             \"linear_class\": ...}}"
-        )));
+        // The scale's meaning is unknown: the same error reading the data would give.
+        ternary::beta_from_scale(&scale, &[1.0], rule)?;
     }
     Ok(())
 }

@@ -395,6 +395,7 @@ fn embedding_types_are_ggml_quantizations_of_the_checkpoint() {
         (EmbeddingType::Q6K, GgmlType::Q6_K),
         (EmbeddingType::Q4_0, GgmlType::Q4_0),
         (EmbeddingType::F32, GgmlType::F32),
+        (EmbeddingType::BF16, GgmlType::BF16),
     ] {
         let out = ck.path().join(format!("e-{ty}.gguf"));
         let mut opts = ConvertOptions::new(ck.path().to_string_lossy());
@@ -420,6 +421,16 @@ fn embedding_types_are_ggml_quantizations_of_the_checkpoint() {
                 q4_0::quantize(emb).unwrap(),
                 q4_0::dequantize(data, emb.len()).unwrap(),
                 0.15,
+            ),
+            EmbeddingType::BF16 => (
+                emb.iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect(),
+                data.chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                // Round to nearest in 8 significant bits.
+                emb.iter().fold(0f32, |m, v| m.max(v.abs())) / 256.0,
             ),
             _ => (
                 emb.iter().flat_map(|v| v.to_le_bytes()).collect(),

@@ -64,6 +64,43 @@ pub fn unpack(bytes: &[u8], out_features: usize, in_features: usize) -> Result<V
     Ok(out)
 }
 
+/// Unpacks output row `row` of `[out_features/4, in_features]` packed bytes into `out`
+/// (`in_features` values), without unpacking the rest of the tensor.
+pub fn unpack_row(
+    bytes: &[u8],
+    out_features: usize,
+    in_features: usize,
+    row: usize,
+    out: &mut [i8],
+) -> Result<()> {
+    let n = check_shape(out_features, in_features)?;
+    check_len(FORMAT, "packed data", bytes.len(), n / 4)?;
+    check_len(FORMAT, "row buffer", out.len(), in_features)?;
+    if row >= out_features {
+        return Err(Error::format(
+            FORMAT,
+            format!("row {row} is outside the {out_features} output features"),
+        ));
+    }
+    let plane_rows = out_features / 4;
+    let (shift, p) = (2 * (row / plane_rows), row % plane_rows);
+    let src = &bytes[p * in_features..(p + 1) * in_features];
+    for (col, (v, &b)) in out.iter_mut().zip(src).enumerate() {
+        let code = (b >> shift) & 3;
+        if code == 3 {
+            return Err(Error::format(
+                FORMAT,
+                format!(
+                    "invalid code 3 (value +2) in packed byte {}",
+                    p * in_features + col
+                ),
+            ));
+        }
+        *v = code as i8 - 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +127,26 @@ mod tests {
         want[0] = 0b00_01_01_01;
         assert_eq!(packed, want);
         assert_eq!(unpack(&packed, 8, 3).unwrap(), w);
+    }
+
+    #[test]
+    fn rows_unpack_like_the_whole_tensor() {
+        let (rows, cols) = (12, 5);
+        let w: Vec<i8> = (0..rows * cols).map(|i| (i % 3) as i8 - 1).collect();
+        let packed = pack(&w, rows, cols).unwrap();
+        let mut row = vec![0i8; cols];
+        for r in 0..rows {
+            unpack_row(&packed, rows, cols, r, &mut row).unwrap();
+            assert_eq!(row, w[r * cols..(r + 1) * cols], "row {r}");
+        }
+        assert!(unpack_row(&packed, rows, cols, rows, &mut row).is_err());
+        assert!(unpack_row(&packed, rows, cols, 0, &mut [0; 4]).is_err());
+        let mut bad = packed.clone();
+        bad[7] = 0xFF;
+        assert!(unpack_row(&bad, rows, cols, 1, &mut row)
+            .unwrap_err()
+            .to_string()
+            .contains("byte 7"));
     }
 
     #[test]

@@ -12,21 +12,48 @@ pub const MIN_SCALE: f32 = 1e-5;
 /// than one particular f32 summation order. Empty input gives `beta = MIN_SCALE`.
 /// Input is expected to be finite; a NaN weight ternarizes to 0.
 pub fn absmean(w: &[f32]) -> (Vec<i8>, f32) {
-    let beta = mean_abs(w).max(MIN_SCALE);
-    let inv = 1.0 / beta;
-    let t = w
-        .iter()
-        .map(|&x| (x * inv).round_ties_even().clamp(-1.0, 1.0) as i8)
-        .collect();
+    let mut sum = AbsSum::default();
+    sum.add(w);
+    let beta = sum.beta();
+    let mut t = vec![0i8; w.len()];
+    ternarize_into(w, beta, &mut t);
     (t, beta)
 }
 
-fn mean_abs(w: &[f32]) -> f32 {
-    if w.is_empty() {
-        return 0.0;
+/// The running sum behind [`absmean`]'s β, for tensors read in pieces: add the values in tensor
+/// order, in any number of slices, and [`AbsSum::beta`] equals `absmean`'s β bit for bit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AbsSum {
+    sum: f64,
+    count: u64,
+}
+
+impl AbsSum {
+    /// Adds the next values of the tensor.
+    pub fn add(&mut self, values: &[f32]) {
+        for x in values {
+            self.sum += x.abs() as f64;
+        }
+        self.count += values.len() as u64;
     }
-    let sum: f64 = w.iter().map(|x| x.abs() as f64).sum();
-    (sum / w.len() as f64) as f32
+
+    /// `max(mean|W|, MIN_SCALE)` over everything added.
+    pub fn beta(&self) -> f32 {
+        let mean = match self.count {
+            0 => 0.0,
+            n => (self.sum / n as f64) as f32,
+        };
+        mean.max(MIN_SCALE)
+    }
+}
+
+/// Ternarizes `w` with a known β (from [`AbsSum::beta`]) into `out`: the second pass of
+/// [`absmean`] for one slice of the tensor.
+pub fn ternarize_into(w: &[f32], beta: f32, out: &mut [i8]) {
+    let inv = 1.0 / beta;
+    for (t, &x) in out.iter_mut().zip(w) {
+        *t = (x * inv).round_ties_even().clamp(-1.0, 1.0) as i8;
+    }
 }
 
 #[cfg(test)]
@@ -58,6 +85,22 @@ mod tests {
         assert_eq!(beta, MIN_SCALE);
         assert_eq!(t, vec![0, 0, 0, 0]);
         assert_eq!(absmean(&[]), (vec![], MIN_SCALE));
+    }
+
+    #[test]
+    fn two_pass_pieces_equal_one_call() {
+        let w: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let (want, beta) = absmean(&w);
+        let mut sum = AbsSum::default();
+        for piece in w.chunks(64) {
+            sum.add(piece);
+        }
+        assert_eq!(sum.beta(), beta);
+        let mut got = vec![0i8; w.len()];
+        for (piece, out) in w.chunks(100).zip(got.chunks_mut(100)) {
+            ternarize_into(piece, sum.beta(), out);
+        }
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use super::attention::causal_self_attention;
 use super::config::ModelConfig;
-use super::loader::Loader;
+use super::source::WeightSource;
 use super::rows::{add_assign, relu2_mul, silu_mul, RmsNorm};
 use super::{sized, Step, Work};
 use crate::bit_linear::BitLinear;
@@ -54,7 +54,7 @@ pub(crate) struct TernaryBlock {
 }
 
 impl TernaryBlock {
-    fn load(l: &Loader<'_>, i: usize, cfg: &ModelConfig, spec: BlockSpec) -> Result<Self> {
+    fn load(l: &dyn WeightSource, i: usize, cfg: &ModelConfig, spec: BlockSpec) -> Result<Self> {
         let (e, ff, eps) = (cfg.n_embd, cfg.n_ff, cfg.rms_eps);
         let (q_dim, kv_dim) = (cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim);
         let linear = |name: &str, out_f: usize, in_f: usize| -> Result<BitLinear> {
@@ -168,7 +168,7 @@ fn sub_normed<'a>(norm: &Option<RmsNorm>, x: &'a [f32], spare: &'a mut [f32]) ->
 
 /// Loads every block of a model.
 pub(crate) fn load_blocks(
-    l: &Loader<'_>,
+    l: &dyn WeightSource,
     cfg: &ModelConfig,
     spec: BlockSpec,
 ) -> Result<Vec<TernaryBlock>> {

@@ -71,20 +71,23 @@ pub struct ModelConfig {
     pub rope_style: RopeStyle,
 }
 
+/// A metadata lookup: GGUF keys to values (a file's, or the converter's plan for a checkpoint).
+pub(crate) type Metadata<'a> = &'a dyn Fn(&str) -> Option<&'a Value>;
+
 /// Typed access to `{arch}.*` keys with errors that name the key.
-struct Keys<'a> {
-    file: &'a GgufFile,
-    prefix: &'a str,
+struct Keys<'g, 'p> {
+    get: Metadata<'g>,
+    prefix: &'p str,
 }
 
-impl Keys<'_> {
+impl Keys<'_, '_> {
     fn key(&self, k: &str) -> String {
         format!("{}.{k}", self.prefix)
     }
 
     fn opt<T>(&self, k: &str, conv: impl Fn(&Value) -> Option<T>, want: &str) -> Result<Option<T>> {
         let key = self.key(k);
-        match self.file.get(&key) {
+        match (self.get)(&key) {
             None => Ok(None),
             Some(v) => conv(v)
                 .map(Some)
@@ -113,7 +116,21 @@ impl Keys<'_> {
 impl ModelConfig {
     /// Reads the configuration; missing required keys are reported by name.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
-        let architecture = match file.get("general.architecture") {
+        let get = |k: &str| file.get(k);
+        Self::from_metadata(&get, &|| {
+            file.tensor("token_embd.weight")
+                .and_then(|t| t.dims.get(1).copied())
+                .map(|n| n as usize)
+        })
+    }
+
+    /// Reads the configuration from GGUF-named metadata; `embedding_rows` is the vocabulary size
+    /// of last resort (no `vocab_size` key and no token list).
+    pub(crate) fn from_metadata(
+        get: Metadata<'_>,
+        embedding_rows: &dyn Fn() -> Option<usize>,
+    ) -> Result<Self> {
+        let architecture = match get("general.architecture") {
             Some(v) => v
                 .as_str()
                 .ok_or_else(|| Error::Config("`general.architecture` must be a string".into()))?
@@ -126,7 +143,7 @@ impl ModelConfig {
         };
         let arch = Architecture::from_name(&architecture)?;
         let keys = Keys {
-            file,
+            get,
             prefix: &architecture,
         };
         let n_embd = keys.usize("embedding_length")?;
@@ -177,15 +194,11 @@ impl ModelConfig {
         let rope_scale = rope_scaling(&keys)?;
         let n_vocab = match keys.usize_opt("vocab_size")? {
             Some(n) => n,
-            None => match file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
+            None => match get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
                 Some(tokens) => tokens.len(),
-                None => file
-                    .tensor("token_embd.weight")
-                    .and_then(|t| t.dims.get(1).copied())
-                    .map(|n| n as usize)
-                    .ok_or_else(|| Error::MissingMetadata {
-                        key: keys.key("vocab_size"),
-                    })?,
+                None => embedding_rows().ok_or_else(|| Error::MissingMetadata {
+                    key: keys.key("vocab_size"),
+                })?,
             },
         };
         Ok(Self {
@@ -213,7 +226,7 @@ impl ModelConfig {
 }
 
 /// Linear scaling is a position divisor; other schemes change the math and are refused.
-fn rope_scaling(keys: &Keys<'_>) -> Result<f32> {
+fn rope_scaling(keys: &Keys<'_, '_>) -> Result<f32> {
     let kind = keys.opt(
         "rope.scaling.type",
         |v| v.as_str().map(str::to_owned),

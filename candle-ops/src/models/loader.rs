@@ -15,6 +15,7 @@ use bitnet_backend::dense::DenseType;
 use bitnet_backend::gguf::{GgufFile, TensorInfo};
 
 use super::rows::RmsNorm;
+use super::source::WeightSource;
 use crate::bit_linear::BitLinear;
 use crate::embedding::{decode_float_row, DenseWeights, SharedBytes};
 use crate::{Error, Result};
@@ -33,10 +34,6 @@ impl<'a> Loader<'a> {
             None => None,
         };
         Ok(Self { file, raw, arch })
-    }
-
-    pub(crate) fn has(&self, name: &str) -> bool {
-        self.file.tensor(name).is_some()
     }
 
     pub(crate) fn info(&self, name: &str) -> Result<&'a TensorInfo> {
@@ -64,8 +61,15 @@ impl<'a> Loader<'a> {
         }
     }
 
+}
+
+impl WeightSource for Loader<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+
     /// A ternary projection `[out_features, in_features]`, checked against the expected shape.
-    pub(crate) fn bit_linear(&self, name: &str, out_f: usize, in_f: usize) -> Result<BitLinear> {
+    fn bit_linear(&self, name: &str, out_f: usize, in_f: usize) -> Result<BitLinear> {
         let info = self.info(name)?;
         check_dims(info, &[in_f as u64, out_f as u64])?;
         let bytes = self.read(info)?;
@@ -73,7 +77,7 @@ impl<'a> Loader<'a> {
     }
 
     /// The optional per-projection scale of llama.cpp `bitnet` files (`<proj>.scale`, one value).
-    pub(crate) fn optional_scale(&self, name: &str) -> Result<Option<f32>> {
+    fn optional_scale(&self, name: &str) -> Result<Option<f32>> {
         let Some(info) = self.file.tensor(name) else {
             return Ok(None);
         };
@@ -91,7 +95,7 @@ impl<'a> Loader<'a> {
     }
 
     /// An RMSNorm of width `width`.
-    pub(crate) fn rms_norm(&self, name: &str, width: usize, eps: f32) -> Result<RmsNorm> {
+    fn rms_norm(&self, name: &str, width: usize, eps: f32) -> Result<RmsNorm> {
         let info = self.info(name)?;
         check_dims(info, &[width as u64])?;
         let values = decode_float_row(info, self.file.tensor_data(info)?)?;
@@ -99,7 +103,7 @@ impl<'a> Loader<'a> {
     }
 
     /// The embedding / output table `[rows, cols]`; F32/F16/BF16/Q8_0 stay zero-copy in the mmap.
-    pub(crate) fn dense(&self, name: &str, rows: usize, cols: usize) -> Result<DenseWeights> {
+    fn dense(&self, name: &str, rows: usize, cols: usize) -> Result<DenseWeights> {
         let info = self.info(name)?;
         check_dims(info, &[cols as u64, rows as u64])?;
         if DenseType::from_ggml(info.ggml_type).is_some() {
@@ -113,7 +117,7 @@ impl<'a> Loader<'a> {
     }
 
     /// Factors of the optional `rope_freqs.weight` tensor (llama.cpp Llama-3 rope scaling).
-    pub(crate) fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+    fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
         match self.file.tensor(name) {
             None => Ok(None),
             Some(info) => {

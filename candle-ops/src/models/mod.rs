@@ -11,8 +11,11 @@ pub(crate) mod bitnet_b158;
 mod block;
 pub mod config;
 pub(crate) mod llama_ternary;
+pub(crate) mod hf;
+mod hf_load;
 mod loader;
 mod rows;
+mod source;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use bitnet_backend::gguf::{GgmlType, GgufFile};
 use candle_core::{Device, Tensor};
 
 pub use config::{Architecture, ModelConfig};
+pub use hf::is_checkpoint_dir;
 
 use crate::bit_linear::BitLinear;
 use crate::chat_template::{ChatMessage, ChatTemplate, TemplateTokens};
@@ -32,6 +36,7 @@ use crate::{Error, Result};
 use block::TernaryBlock;
 use loader::Loader;
 use rows::RmsNorm;
+use source::WeightSource;
 
 /// What a block needs besides its weights for one forward pass.
 pub(crate) struct Step<'a> {
@@ -104,14 +109,25 @@ impl ModelWeights {
         max_context: Option<usize>,
     ) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
-        let l = Loader::new(file, path, &config.architecture)?;
-        let blocks = match config.arch {
-            Architecture::BitNetB158 => block::load_blocks(&l, &config, bitnet_b158::BLOCK)?,
-            Architecture::BitNet => block::load_blocks(&l, &config, bitnet::BLOCK)?,
-            Architecture::LlamaTernary => block::load_blocks(&l, &config, llama_ternary::BLOCK)?,
-        };
+        let arch = config.architecture.clone();
+        let l = Loader::new(file, path, &arch)?;
+        Self::from_source(config, &l, max_context)
+    }
+
+    /// Builds the model from `l`'s tensors (GGUF names). The embedding comes first: a source
+    /// that copies it briefly holds two of it, before the projections are loaded.
+    fn from_source(
+        config: ModelConfig,
+        l: &dyn WeightSource,
+        max_context: Option<usize>,
+    ) -> Result<Self> {
         let (v, e) = (config.n_vocab, config.n_embd);
         let token_embd = l.dense("token_embd.weight", v, e)?;
+        let blocks = match config.arch {
+            Architecture::BitNetB158 => block::load_blocks(l, &config, bitnet_b158::BLOCK)?,
+            Architecture::BitNet => block::load_blocks(l, &config, bitnet::BLOCK)?,
+            Architecture::LlamaTernary => block::load_blocks(l, &config, llama_ternary::BLOCK)?,
+        };
         // A separate output matrix, when the file has one, is the LM head (bitnet.cpp loads it
         // and then uses token_embd anyway, which is wrong for untied checkpoints).
         let output = match l.has("output.weight") {
@@ -272,15 +288,106 @@ pub struct LoadOptions {
     pub max_context: Option<usize>,
     /// A `tokenizer.json` to use instead of the GGUF vocabulary (it must assign the same ids).
     pub tokenizer_json: Option<PathBuf>,
+    /// Hub revision (branch, tag or commit) for [`Model::from_hf`] with a repo id; `None` =
+    /// `main`.
+    pub revision: Option<String>,
+    /// Never touch the network for [`Model::from_hf`] (also `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
 }
 
-/// Facts about a model file that are not weights.
+impl LoadOptions {
+    fn apply_threads(&self) -> Result<()> {
+        if let Some(n) = self.n_threads {
+            if n == 0 {
+                return Err(Error::InvalidArgument(
+                    "n_threads must be at least 1".into(),
+                ));
+            }
+            bitnet_backend::threads::set_num_threads(n);
+        }
+        Ok(())
+    }
+}
+
+/// Facts about a model that are not weights.
 #[derive(Clone, Debug)]
 struct ModelInfo {
     name: Option<String>,
     chat_template: Option<String>,
+    /// Bytes of the GGUF file, or of a checkpoint's tensor data.
     file_size: u64,
-    dominant_ternary_type: Option<GgmlType>,
+    /// How the ternary weights are stored (`I2_S`, `HF-packed`, ...).
+    weight_format: String,
+}
+
+/// A model's weights and what describes them, without a tokenizer: everything `bitnet bench`
+/// needs, so a file whose vocabulary is absent or unsupported can still be measured.
+#[derive(Clone, Debug)]
+pub struct BareModel {
+    weights: Arc<ModelWeights>,
+    info: Arc<ModelInfo>,
+}
+
+impl BareModel {
+    /// Loads the weights of a GGUF file.
+    pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path)?;
+        Self::from_gguf(&file, Some(path), options)
+    }
+
+    /// Loads the weights of an already opened GGUF (`path` as in [`ModelWeights::from_gguf`]).
+    pub fn from_gguf(file: &GgufFile, path: Option<&Path>, options: &LoadOptions) -> Result<Self> {
+        options.apply_threads()?;
+        let weights = ModelWeights::from_gguf(file, path, options.max_context)?;
+        let info = ModelInfo {
+            name: file
+                .get("general.name")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            chat_template: file
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            file_size: file.mmap().len() as u64,
+            weight_format: dominant_type(file).map_or("unknown", type_name).to_owned(),
+        };
+        Ok(Self {
+            weights: Arc::new(weights),
+            info: Arc::new(info),
+        })
+    }
+
+    /// Loads the weights of a Hugging Face checkpoint folder or hub repo id, with no conversion
+    /// (see [`Model::from_hf`]).
+    pub fn from_hf(dir_or_repo: &str, options: &LoadOptions) -> Result<Self> {
+        Ok(hf_load::load(dir_or_repo, options)?.0)
+    }
+
+    /// The shared weights.
+    pub fn weights(&self) -> &Arc<ModelWeights> {
+        &self.weights
+    }
+
+    /// A one-line description in llama.cpp's style: architecture, size, weight type.
+    pub fn description(&self) -> String {
+        let params = self.weights.n_params() as f64;
+        let size = if params >= 1e9 {
+            format!("{:.1}B", params / 1e9)
+        } else {
+            format!("{:.0}M", params / 1e6)
+        };
+        format!(
+            "{} {size} {}",
+            self.weights.config().architecture,
+            self.info.weight_format
+        )
+    }
+
+    /// Size of the model file (or of a checkpoint's tensor data) in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.info.file_size
+    }
 }
 
 /// A loaded model: shared weights, tokenizer and metadata. Cloning is cheap (`Arc`s).
@@ -301,44 +408,41 @@ impl Model {
 
     /// Loads from an already opened GGUF (`path` as in [`ModelWeights::from_gguf`]).
     pub fn from_gguf(file: &GgufFile, path: Option<&Path>, options: &LoadOptions) -> Result<Self> {
-        if let Some(n) = options.n_threads {
-            if n == 0 {
-                return Err(Error::InvalidArgument(
-                    "n_threads must be at least 1".into(),
-                ));
-            }
-            bitnet_backend::threads::set_num_threads(n);
-        }
-        let weights = ModelWeights::from_gguf(file, path, options.max_context)?;
-        let arch = weights.config().architecture.clone();
+        let bare = BareModel::from_gguf(file, path, options)?;
         let meta = VocabMetadata::from_gguf(file)?;
-        if meta.tokens.len() != weights.config().n_vocab {
+        Self::with_vocabulary(bare, &meta, options)
+    }
+
+    /// Loads a Hugging Face checkpoint directly, with no conversion and no cache file: a folder
+    /// (`config.json`, `model.safetensors` or its shards, `tokenizer.json` or
+    /// `tokenizer.model`), or a hub repo id fetched into the Hugging Face cache (at
+    /// `options.revision`, offline with `options.offline`), exactly as `bitnet convert` accepts
+    /// them. The model equals the one the converted GGUF gives when that file keeps the
+    /// embedding in the checkpoint's precision (same plan, same tokenizer metadata).
+    pub fn from_hf(dir_or_repo: &str, options: &LoadOptions) -> Result<Self> {
+        let (bare, vocab) = hf_load::load(dir_or_repo, options)?;
+        let meta = VocabMetadata::from_metadata(&|k| hf::lookup(&vocab, k))?;
+        Self::with_vocabulary(bare, &meta, options)
+    }
+
+    /// The model of `bare` with the tokenizer of `meta` (or `options.tokenizer_json`).
+    fn with_vocabulary(bare: BareModel, meta: &VocabMetadata, options: &LoadOptions) -> Result<Self> {
+        let arch = bare.weights.config().architecture.clone();
+        if meta.tokens.len() != bare.weights.config().n_vocab {
             return Err(Error::Config(format!(
                 "the vocabulary has {} tokens but the embedding has {} rows",
                 meta.tokens.len(),
-                weights.config().n_vocab
+                bare.weights.config().n_vocab
             )));
         }
         let tokenizer = match &options.tokenizer_json {
-            Some(p) => Tokenizer::from_file_checked(p, &meta, &arch)?,
-            None => Tokenizer::from_metadata(&meta, &arch)?,
-        };
-        let info = ModelInfo {
-            name: file
-                .get("general.name")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-            chat_template: file
-                .get("tokenizer.chat_template")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-            file_size: file.mmap().len() as u64,
-            dominant_ternary_type: dominant_type(file),
+            Some(p) => Tokenizer::from_file_checked(p, meta, &arch)?,
+            None => Tokenizer::from_metadata(meta, &arch)?,
         };
         Ok(Self {
-            weights: Arc::new(weights),
+            weights: bare.weights,
             tokenizer: Arc::new(tokenizer),
-            info: Arc::new(info),
+            info: bare.info,
         })
     }
 
@@ -384,21 +488,18 @@ impl Model {
 
     /// A one-line description in llama.cpp's style: architecture, size, weight type.
     pub fn description(&self) -> String {
-        let params = self.weights.n_params() as f64;
-        let size = if params >= 1e9 {
-            format!("{:.1}B", params / 1e9)
-        } else {
-            format!("{:.0}M", params / 1e6)
-        };
-        let ty = self
-            .info
-            .dominant_ternary_type
-            .map(type_name)
-            .unwrap_or("unknown");
-        format!("{} {size} {ty}", self.architecture())
+        self.bare().description()
     }
 
-    /// Size of the model file in bytes.
+    /// The weights and their description, without the tokenizer.
+    pub fn bare(&self) -> BareModel {
+        BareModel {
+            weights: self.weights.clone(),
+            info: self.info.clone(),
+        }
+    }
+
+    /// Size of the model file (or of a checkpoint's tensor data) in bytes.
     pub fn file_size(&self) -> u64 {
         self.info.file_size
     }

@@ -11,7 +11,7 @@
 use crate::error::{CliError, CliResult};
 use crate::model_source;
 use bitnet_backend::gguf::GgmlType;
-use bitnet_candle::{KvDtype, LoadOptions, Model};
+use bitnet_candle::{BareModel, KvDtype, LoadOptions, Logits};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -131,7 +131,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
 
     // Kept alive until the end: the synthetic model's file lives in it.
     let mut _synthetic_dir = None;
-    let model_paths: Vec<PathBuf> = if args.models.is_empty() {
+    let sources: Vec<model_source::Source> = if args.models.is_empty() {
         let dir = tempfile::tempdir().map_err(|e| CliError::Io {
             what: "create temporary folder",
             path: std::env::temp_dir(),
@@ -140,7 +140,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         let path = dir.path().join("synthetic-2b4t.gguf");
         write_synthetic(&path, args)?;
         _synthetic_dir = Some(dir);
-        vec![path]
+        vec![model_source::Source::Gguf(path)]
     } else {
         args.models
             .iter()
@@ -160,11 +160,11 @@ pub fn run(args: &BenchArgs) -> CliResult {
             });
         }
     }
-    for path in &model_paths {
-        let model = Model::load(path, &LoadOptions::default()).map_err(|e| CliError::Load {
-            path: path.clone(),
-            source: e,
-        })?;
+    for source in &sources {
+        // Weights only: benchmarking needs no tokenizer, so a file whose vocabulary is missing
+        // or unsupported still runs.
+        let model = source.load_bare(&LoadOptions::default())?;
+        let path = &source.path();
         for &t in &threads {
             bitnet_backend::threads::set_num_threads(t);
             for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
@@ -235,7 +235,7 @@ fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
 }
 
 fn measure(
-    model: &Model,
+    model: &BareModel,
     path: &Path,
     n_threads: usize,
     n_prompt: usize,
@@ -243,16 +243,17 @@ fn measure(
     repetitions: usize,
 ) -> CliResult<Record> {
     let n_ctx = (n_prompt + n_gen).max(1);
-    let mut cache = model.new_cache(n_ctx, KvDtype::F32)?;
-    let tokens = bench_tokens(n_ctx, model.n_vocab());
+    let weights = model.weights();
+    let mut cache = weights.new_cache(n_ctx, KvDtype::F32)?;
+    let tokens = bench_tokens(n_ctx, weights.config().n_vocab);
     let mut run_once = || -> CliResult<u64> {
         cache.reset();
         let start = Instant::now();
         if n_prompt > 0 {
-            model.forward(&mut cache, &tokens[..n_prompt], 0)?;
+            weights.forward(&mut cache, &tokens[..n_prompt], 0, Logits::Last)?;
         }
         for (i, t) in tokens[n_prompt..n_prompt + n_gen].iter().enumerate() {
-            model.forward(&mut cache, std::slice::from_ref(t), n_prompt + i)?;
+            weights.forward(&mut cache, std::slice::from_ref(t), n_prompt + i, Logits::Last)?;
         }
         Ok(start.elapsed().as_nanos() as u64)
     };

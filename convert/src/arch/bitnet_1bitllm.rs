@@ -6,14 +6,13 @@
 //! has no `output` tensor, so an untied, different `lm_head` is an error. 1bitLLM models
 //! ternarize their float weights in the forward pass, so the converter applies the same absmean.
 
-use super::{subln_plan, ArchPlan, GgufArch};
+use super::{subln_plan, ArchPlan, GgufArch, TensorNames};
 use crate::error::Result;
 use crate::hf::config::HfConfig;
-use crate::hf::safetensors_source::SafetensorsSource;
 use bitnet_backend::gguf::Value;
 
-pub fn plan(cfg: &HfConfig, src: &SafetensorsSource) -> Result<ArchPlan> {
-    let mut plan = subln_plan(cfg, src, GgufArch::Bitnet, false)?;
+pub fn plan(cfg: &HfConfig, src: &dyn TensorNames) -> Result<ArchPlan> {
+    let mut plan = subln_plan(cfg, src, GgufArch::Bitnet)?;
     // Written by llama.cpp's own converter for this architecture.
     plan.hparams.push((
         "bitnet.rope.scaling.type".into(),

@@ -7,11 +7,10 @@
 //! RoPE, no permutation). An untied `lm_head` is written as `output.weight`; note that
 //! bitnet.cpp itself ignores it, while this project's engine uses it.
 
-use super::{subln_plan, ArchPlan, GgufArch};
+use super::{subln_plan, ArchPlan, GgufArch, TensorNames};
 use crate::error::Result;
 use crate::hf::config::HfConfig;
-use crate::hf::safetensors_source::SafetensorsSource;
 
-pub fn plan(cfg: &HfConfig, src: &SafetensorsSource) -> Result<ArchPlan> {
-    subln_plan(cfg, src, GgufArch::BitnetB158, true)
+pub fn plan(cfg: &HfConfig, src: &dyn TensorNames) -> Result<ArchPlan> {
+    subln_plan(cfg, src, GgufArch::BitnetB158)
 }

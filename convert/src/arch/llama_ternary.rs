@@ -9,18 +9,17 @@ use bitnet_backend::gguf::Value;
 
 use super::{
     check_u32_sizes, common_hparams, embedding_and_head, layer_norms, projections, rope_scaling,
-    weight_rule, ArchPlan, GgufArch, RopeScaling,
+    ArchPlan, GgufArch, RopeScaling, TensorNames, WeightRule,
 };
 use crate::error::{ConvertError, Result};
 use crate::hf::config::HfConfig;
-use crate::hf::safetensors_source::SafetensorsSource;
 use crate::tensor_map::{PlannedTensor, TensorKind};
 
-pub fn plan(cfg: &HfConfig, src: &SafetensorsSource) -> Result<ArchPlan> {
+pub fn plan(cfg: &HfConfig, src: &dyn TensorNames) -> Result<ArchPlan> {
     check_u32_sizes(cfg)?;
     for sub in ["self_attn.attn_sub_norm", "self_attn.inner_attn_ln"] {
         let name = format!("model.layers.0.{sub}.weight");
-        if src.get(&name).is_some() {
+        if src.contains(&name) {
             return Err(ConvertError::Unsupported(format!(
                 "LlamaForCausalLM checkpoint has BitNet sub-norm `{name}`, which llama's graph lacks; \
                  set architectures to [\"BitnetForCausalLM\"] if this is a BitNet model"
@@ -28,7 +27,7 @@ pub fn plan(cfg: &HfConfig, src: &SafetensorsSource) -> Result<ArchPlan> {
         }
     }
     let arch = GgufArch::Llama;
-    let (mut tensors, n_vocab) = embedding_and_head(cfg, src, true, arch)?;
+    let (mut tensors, n_vocab) = embedding_and_head(cfg, src);
     let mut hparams = common_hparams(arch, cfg, n_vocab);
     if cfg.head_dim * cfg.num_attention_heads != cfg.hidden_size {
         hparams.push((
@@ -86,7 +85,7 @@ pub fn plan(cfg: &HfConfig, src: &SafetensorsSource) -> Result<ArchPlan> {
         arch,
         tensors,
         hparams,
-        weights: weight_rule(cfg, false),
+        weights: WeightRule::for_config(cfg),
         n_vocab,
     })
 }

@@ -4,6 +4,11 @@
 //! - sub-norm BitNet with ReLU² (`BitNetForCausalLM`, 2B4T) → `bitnet-b1.58` ([`bitnet_b158`]);
 //! - sub-norm BitNet with SiLU (`BitnetForCausalLM`, 1bitLLM) → mainline `bitnet` ([`bitnet_1bitllm`]);
 //! - `LlamaForCausalLM` with ternary weights → `llama` ([`llama_ternary`]).
+//!
+//! The plan is the one table from Hugging Face tensor names and scale meanings to this project's
+//! tensors: the converter writes it to GGUF, and `bitnet-candle`'s `VarBuilder` loader builds a
+//! model from it directly. It needs only the config and which tensor names exist
+//! ([`TensorNames`]); shapes and dtypes are checked by whoever reads the data.
 
 pub mod bitnet_1bitllm;
 pub mod bitnet_b158;
@@ -16,6 +21,11 @@ use crate::error::{ConvertError, Result};
 use crate::hf::config::{HfConfig, LinearClass, QuantMode};
 use crate::hf::safetensors_source::SafetensorsSource;
 use crate::tensor_map::{PlannedTensor, TensorKind};
+
+/// Which tensor names a checkpoint holds: all the plan needs to know about its files.
+pub trait TensorNames {
+    fn contains(&self, name: &str) -> bool;
+}
 
 /// GGUF `general.architecture` values we write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +71,7 @@ pub struct ArchPlan {
 }
 
 /// Picks the GGUF architecture for `cfg` and lists its tensors.
-pub fn plan(cfg: &HfConfig, src: &SafetensorsSource) -> Result<ArchPlan> {
+pub fn plan(cfg: &HfConfig, src: &dyn TensorNames) -> Result<ArchPlan> {
     check_common(cfg)?;
     match (cfg.architecture.as_str(), cfg.hidden_act.as_str()) {
         ("BitNetForCausalLM" | "BitnetForCausalLM", "relu2") => bitnet_b158::plan(cfg, src),
@@ -125,15 +135,19 @@ fn not_converted(cfg: &HfConfig, module: &str) -> bool {
     })
 }
 
-/// The weight rule: online absmean for models that ternarize in the forward pass.
-fn weight_rule(cfg: &HfConfig, always_online: bool) -> WeightRule {
-    WeightRule {
-        online: always_online
-            || cfg
-                .quantization
-                .as_ref()
-                .is_some_and(|q| q.mode == QuantMode::Online),
-        linear_class: cfg.quantization.as_ref().map(|q| q.linear_class),
+impl WeightRule {
+    /// The rule of a checkpoint: online absmean for models that ternarize in the forward pass
+    /// (1bitLLM's `BitnetForCausalLM` always does; others when `quantization_mode` is `online`),
+    /// and the meaning of `weight_scale` from `quantization_config.linear_class`.
+    pub fn for_config(cfg: &HfConfig) -> Self {
+        WeightRule {
+            online: cfg.architecture == "BitnetForCausalLM"
+                || cfg
+                    .quantization
+                    .as_ref()
+                    .is_some_and(|q| q.mode == QuantMode::Online),
+            linear_class: cfg.quantization.as_ref().map(|q| q.linear_class),
+        }
     }
 }
 
@@ -153,41 +167,23 @@ const SUBNORMS_1BITLLM: SubNormNames = SubNormNames {
 };
 
 /// Finds which sub-norm naming the checkpoint uses.
-fn sub_norm_names(src: &SafetensorsSource) -> Result<SubNormNames> {
+fn sub_norm_names(src: &dyn TensorNames) -> Result<SubNormNames> {
     for names in [SUBNORMS_2B4T, SUBNORMS_1BITLLM] {
-        if src
-            .get(&format!("model.layers.0.{}.weight", names.attn))
-            .is_some()
-        {
+        if src.contains(&format!("model.layers.0.{}.weight", names.attn)) {
             return Ok(names);
         }
     }
     Err(ConvertError::MissingTensor {
         name: "model.layers.0.self_attn.attn_sub_norm.weight (or 1bitLLM's self_attn.inner_attn_ln.weight)".into(),
-        where_: src.describe(),
+        where_: "the checkpoint".into(),
     })
 }
 
-/// Token embedding, final norm and (if untied) LM head, plus the embedding row count.
-fn embedding_and_head(
-    cfg: &HfConfig,
-    src: &SafetensorsSource,
-    head_allowed: bool,
-    arch: GgufArch,
-) -> Result<(Vec<PlannedTensor>, usize)> {
-    let embed = src.require("model.embed_tokens.weight")?;
-    let n_vocab = match embed.shape[..] {
-        [v, h] if h == cfg.hidden_size && v == cfg.vocab_size => v,
-        _ => {
-            return Err(ConvertError::tensor(
-                "model.embed_tokens.weight",
-                format!(
-                    "shape {:?}, config.json says [{}, {}]",
-                    embed.shape, cfg.vocab_size, cfg.hidden_size
-                ),
-            ))
-        }
-    };
+/// Token embedding, final norm and (if untied) LM head `output.weight`, plus the embedding row
+/// count. Whether a GGUF architecture can hold the head is the converter's question
+/// ([`fit_head_to_gguf`]); a model in memory always can.
+fn embedding_and_head(cfg: &HfConfig, src: &dyn TensorNames) -> (Vec<PlannedTensor>, usize) {
+    let n_vocab = cfg.vocab_size;
     let mut out = vec![
         PlannedTensor::new(
             "token_embd.weight",
@@ -202,35 +198,37 @@ fn embedding_and_head(
             vec![cfg.hidden_size],
         ),
     ];
-    if let Some(head) = src.get("lm_head.weight") {
-        if !cfg.tie_word_embeddings {
-            if head.shape != embed.shape {
-                return Err(ConvertError::tensor(
-                    "lm_head.weight",
-                    format!(
-                        "shape {:?} differs from the embedding's {:?}",
-                        head.shape, embed.shape
-                    ),
-                ));
-            }
-            if head_allowed {
-                out.push(PlannedTensor::new(
-                    "output.weight",
-                    "lm_head.weight",
-                    TensorKind::Output,
-                    vec![n_vocab, cfg.hidden_size],
-                ));
-            } else if !same_data(src, "lm_head.weight", "model.embed_tokens.weight")? {
-                return Err(ConvertError::Unsupported(format!(
-                    "lm_head.weight differs from model.embed_tokens.weight, but llama.cpp's `{}` \
-                     architecture always uses token_embd as the LM head, so this untied checkpoint \
-                     cannot be represented",
-                    arch.name()
-                )));
-            }
-        }
+    if src.contains("lm_head.weight") && !cfg.tie_word_embeddings {
+        out.push(PlannedTensor::new(
+            "output.weight",
+            "lm_head.weight",
+            TensorKind::Output,
+            vec![n_vocab, cfg.hidden_size],
+        ));
     }
-    Ok((out, n_vocab))
+    (out, n_vocab)
+}
+
+/// For a GGUF file: llama.cpp's `bitnet` graph always uses `token_embd` as the LM head and has
+/// no `output` tensor, so an untied head must equal the embedding (then it is dropped) or the
+/// checkpoint cannot be written.
+pub(crate) fn fit_head_to_gguf(plan: &mut ArchPlan, src: &SafetensorsSource) -> Result<()> {
+    if plan.arch != GgufArch::Bitnet {
+        return Ok(());
+    }
+    let Some(at) = plan.tensors.iter().position(|t| t.kind == TensorKind::Output) else {
+        return Ok(());
+    };
+    if !same_data(src, "lm_head.weight", "model.embed_tokens.weight")? {
+        return Err(ConvertError::Unsupported(format!(
+            "lm_head.weight differs from model.embed_tokens.weight, but llama.cpp's `{}` \
+             architecture always uses token_embd as the LM head, so this untied checkpoint \
+             cannot be represented",
+            plan.arch.name()
+        )));
+    }
+    plan.tensors.remove(at);
+    Ok(())
 }
 
 /// Byte equality of two tensors, read in bounded chunks.
@@ -421,7 +419,7 @@ fn check_u32_sizes(cfg: &HfConfig) -> Result<()> {
 }
 
 /// Sub-norm BitNet layers (2B4T and 1bitLLM): norms, sub-norms and projections.
-fn subln_layers(cfg: &HfConfig, src: &SafetensorsSource) -> Result<Vec<PlannedTensor>> {
+fn subln_layers(cfg: &HfConfig, src: &dyn TensorNames) -> Result<Vec<PlannedTensor>> {
     let names = sub_norm_names(src)?;
     let attn_width = cfg.num_attention_heads * cfg.head_dim;
     let mut out = Vec::new();
@@ -442,12 +440,7 @@ fn subln_layers(cfg: &HfConfig, src: &SafetensorsSource) -> Result<Vec<PlannedTe
 }
 
 /// Shared by the two sub-norm BitNet architectures.
-fn subln_plan(
-    cfg: &HfConfig,
-    src: &SafetensorsSource,
-    arch: GgufArch,
-    head_allowed: bool,
-) -> Result<ArchPlan> {
+fn subln_plan(cfg: &HfConfig, src: &dyn TensorNames, arch: GgufArch) -> Result<ArchPlan> {
     check_u32_sizes(cfg)?;
     match rope_scaling(cfg)? {
         RopeScaling::None => {}
@@ -460,14 +453,13 @@ fn subln_plan(
             )))
         }
     }
-    let (mut tensors, n_vocab) = embedding_and_head(cfg, src, head_allowed, arch)?;
+    let (mut tensors, n_vocab) = embedding_and_head(cfg, src);
     tensors.extend(subln_layers(cfg, src)?);
-    let always_online = cfg.architecture == "BitnetForCausalLM";
     Ok(ArchPlan {
         arch,
         tensors,
         hparams: common_hparams(arch, cfg, n_vocab),
-        weights: weight_rule(cfg, always_online),
+        weights: WeightRule::for_config(cfg),
         n_vocab,
     })
 }

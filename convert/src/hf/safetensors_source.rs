@@ -43,6 +43,12 @@ struct Shard {
     file: File,
 }
 
+impl crate::arch::TensorNames for SafetensorsSource {
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
 /// All tensors of a checkpoint folder.
 pub struct SafetensorsSource {
     shards: Vec<Shard>,
@@ -203,6 +209,15 @@ impl SafetensorsSource {
 
     /// `len` raw bytes of `t` starting `offset` bytes into its data.
     pub fn read_raw(&self, t: &TensorEntry, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.read_into(t, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` with the raw bytes of `t` starting `offset` bytes into its data (lets a
+    /// caller read straight into a typed buffer, with no second copy).
+    pub fn read_into(&self, t: &TensorEntry, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len();
         if offset + len as u64 > t.len {
             return Err(ConvertError::tensor(
                 &t.name,
@@ -213,10 +228,18 @@ impl SafetensorsSource {
             ));
         }
         let shard = &self.shards[t.shard];
-        let mut buf = vec![0u8; len];
-        read_at(&shard.file, t.start + offset, &mut buf)
-            .map_err(|e| ConvertError::io("read tensor data from", &shard.path, e))?;
-        Ok(buf)
+        read_at(&shard.file, t.start + offset, buf)
+            .map_err(|e| ConvertError::io("read tensor data from", &shard.path, e))
+    }
+
+    /// Every tensor of the checkpoint (unordered).
+    pub fn entries(&self) -> impl Iterator<Item = &TensorEntry> {
+        self.tensors.values()
+    }
+
+    /// Bytes of tensor data in all shards.
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors.values().map(|t| t.len).sum()
     }
 
     /// The whole of a float tensor (f32, f16 or bf16) as f32.
