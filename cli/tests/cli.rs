@@ -238,3 +238,87 @@ fn convert_of_a_missing_folder_is_one_clear_error() {
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert!(!out.exists());
 }
+
+#[test]
+fn a_checkpoint_folder_runs_directly_like_its_conversion() {
+    let fixture = fixture_dir("bitnet-gqa4-autobitlinear");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    // bf16 embedding: the checkpoint's own precision, so both models are the same.
+    let o = bitnet(&[
+        "convert",
+        fixture.to_str().unwrap(),
+        "--token-embedding-type",
+        "bf16",
+        "--outfile",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |model: &str| {
+        bitnet(&[
+            "run", "-m", model, "-p", "the cat", "--temp", "0", "-n", "12",
+        ])
+    };
+    let from_folder = run(fixture.to_str().unwrap());
+    assert!(from_folder.status.success(), "{}", stderr(&from_folder));
+    let from_gguf = run(out.to_str().unwrap());
+    assert!(from_gguf.status.success(), "{}", stderr(&from_gguf));
+    assert_eq!(stdout(&from_folder), stdout(&from_gguf));
+    assert!(stderr(&from_folder).contains("HF-packed"), "{}", stderr(&from_folder));
+    // Nothing was written next to the checkpoint or into a cache.
+    let mut files = std::fs::read_dir(&fixture)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<Vec<_>>();
+    files.sort();
+    assert!(files.iter().all(|f| !f.ends_with(".gguf")), "{files:?}");
+
+    // bench needs no tokenizer and takes the folder too.
+    let o = bitnet(&[
+        "bench", "-m", fixture.to_str().unwrap(), "-p", "4", "-n", "2", "-r", "1", "-t", "1",
+        "--no-bandwidth",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("HF-packed"), "{}", stdout(&o));
+}
+
+/// The tiny model with every `tokenizer.*` key removed.
+fn tokenizer_less_model(dir: &std::path::Path) -> std::path::PathBuf {
+    use bitnet_backend::gguf::{GgufFile, GgufWriter};
+    let src = GgufFile::open(tiny_model()).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if !k.starts_with("tokenizer.") {
+            w.add(k.clone(), v.clone()).unwrap();
+        }
+    }
+    for t in src.tensors() {
+        w.add_tensor(t.name.clone(), &t.dims, t.ggml_type).unwrap();
+    }
+    let path = dir.join("no-vocab.gguf");
+    let mut out = w.begin(&path).unwrap();
+    for t in src.tensors() {
+        out.write_tensor(&t.name, src.tensor_data(t).unwrap())
+            .unwrap();
+    }
+    out.finish().unwrap();
+    path
+}
+
+#[test]
+fn bench_and_info_need_no_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tokenizer_less_model(dir.path());
+    let model = model.to_str().unwrap();
+    let o = bitnet(&["info", model]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("tokenizer.ggml"), "{}", stdout(&o));
+    let o = bitnet(&[
+        "bench", "-m", model, "-p", "8", "-n", "2", "-r", "1", "-t", "1", "--no-bandwidth",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("pp8"), "{}", stdout(&o));
+    // Generation does need one, and says so.
+    let o = bitnet(&["run", "-m", model, "-p", "hi", "-n", "1"]);
+    assert_clean_failure(&o, "tokenizer.ggml.model");
+}

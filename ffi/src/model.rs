@@ -155,6 +155,7 @@ fn load_options(p: &bitnet_model_params) -> FfiResult<LoadOptions> {
         n_threads: (n_threads > 0).then_some(n_threads),
         max_context: (p.n_ctx_max > 0).then_some(p.n_ctx_max as usize),
         tokenizer_json,
+        ..LoadOptions::default()
     })
 }
 

