@@ -201,7 +201,9 @@ fn main() -> bitnet_candle::Result<()> {
         eprintln!("usage: candle_bitlinear <checkpoint folder> [prompt] [new tokens]");
         std::process::exit(2);
     };
-    let prompt = args.get(2).map_or("The capital of France is", String::as_str);
+    let prompt = args
+        .get(2)
+        .map_or("The capital of France is", String::as_str);
     let n_new: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(16);
     let dir = Path::new(dir);
     let model = load_folder(dir)?;

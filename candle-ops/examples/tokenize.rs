@@ -17,7 +17,9 @@ use bitnet_convert::tokenizer::Vocab;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("vocab-gguf") if args.len() == 4 => vocab_gguf(Path::new(&args[2]), Path::new(&args[3])),
+        Some("vocab-gguf") if args.len() == 4 => {
+            vocab_gguf(Path::new(&args[2]), Path::new(&args[3]))
+        }
         Some("ids") if args.len() == 4 => ids(Path::new(&args[2]), Path::new(&args[3])),
         _ => {
             eprintln!("usage: tokenize vocab-gguf <checkpoint folder> <out.gguf> | ids <model.gguf> <text file>");
@@ -39,7 +41,10 @@ fn vocab_gguf(dir: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> 
         ("feed_forward_length", u(cfg.intermediate_size)),
         ("attention.head_count", u(cfg.num_attention_heads)),
         ("attention.head_count_kv", u(cfg.num_key_value_heads)),
-        ("attention.layer_norm_rms_epsilon", Value::F32(cfg.rms_norm_eps)),
+        (
+            "attention.layer_norm_rms_epsilon",
+            Value::F32(cfg.rms_norm_eps),
+        ),
         ("vocab_size", u(cfg.vocab_size)),
     ] {
         w.add(format!("bitnet.{key}"), value)?;

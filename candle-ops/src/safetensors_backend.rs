@@ -87,10 +87,7 @@ impl SimpleBackend for SafetensorsBackend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self
-            .src
-            .require(name)
-            .map_err(candle_core::Error::wrap)?;
+        let t = self.src.require(name).map_err(candle_core::Error::wrap)?;
         let stored = stored_dtype(t)?;
         if !exact(stored, dtype) {
             candle_core::bail!(

@@ -44,7 +44,8 @@ pub const LLAMA3_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\
 
 /// GPT-2's split pattern, as llama.cpp writes it (without the trailing `|\s+`, which a split
 /// that keeps unmatched text makes redundant).
-const GPT2_SPLIT_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const GPT2_SPLIT_REGEX: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 
 /// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_DEFAULT` splits, applied one after the other.
 const DEFAULT_SPLITS: &[&str] = &[
@@ -724,7 +725,11 @@ mod tests {
             ("falcon", VocabKind::FalconBpe),
             ("default", VocabKind::DefaultBpe),
         ] {
-            assert_eq!(byte_level_meta(Some(name)).kind("llama").unwrap(), kind, "{name}");
+            assert_eq!(
+                byte_level_meta(Some(name)).kind("llama").unwrap(),
+                kind,
+                "{name}"
+            );
         }
         assert_eq!(
             byte_level_meta(Some("llama-bpe")).kind("llama").unwrap(),

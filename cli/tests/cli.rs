@@ -264,7 +264,11 @@ fn a_checkpoint_folder_runs_directly_like_its_conversion() {
     let from_gguf = run(out.to_str().unwrap());
     assert!(from_gguf.status.success(), "{}", stderr(&from_gguf));
     assert_eq!(stdout(&from_folder), stdout(&from_gguf));
-    assert!(stderr(&from_folder).contains("HF-packed"), "{}", stderr(&from_folder));
+    assert!(
+        stderr(&from_folder).contains("HF-packed"),
+        "{}",
+        stderr(&from_folder)
+    );
     // Nothing was written next to the checkpoint or into a cache.
     let mut files = std::fs::read_dir(&fixture)
         .unwrap()
@@ -275,7 +279,17 @@ fn a_checkpoint_folder_runs_directly_like_its_conversion() {
 
     // bench needs no tokenizer and takes the folder too.
     let o = bitnet(&[
-        "bench", "-m", fixture.to_str().unwrap(), "-p", "4", "-n", "2", "-r", "1", "-t", "1",
+        "bench",
+        "-m",
+        fixture.to_str().unwrap(),
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
         "--no-bandwidth",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -314,7 +328,18 @@ fn bench_and_info_need_no_tokenizer() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).contains("tokenizer.ggml"), "{}", stdout(&o));
     let o = bitnet(&[
-        "bench", "-m", model, "-p", "8", "-n", "2", "-r", "1", "-t", "1", "--no-bandwidth",
+        "bench",
+        "-m",
+        model,
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--no-bandwidth",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("pp8"), "{}", stdout(&o));

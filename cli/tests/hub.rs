@@ -107,11 +107,7 @@ fn a_safetensors_repo_runs_directly_like_the_local_conversion() {
 
     let first = bitnet_hub(&endpoint, home.path(), false, &run_args("test-org/tiny-st"));
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(
-        !stderr(&first).contains("converting"),
-        "{}",
-        stderr(&first)
-    );
+    assert!(!stderr(&first).contains("converting"), "{}", stderr(&first));
     assert!(
         !home.path().join("bitnet").exists(),
         "no conversion cache is written"

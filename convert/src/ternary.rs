@@ -100,7 +100,9 @@ pub fn float_codes(name: &str, w: &[f32], codes: &mut [i8]) -> Result<()> {
         if v != -1.0 && v != 0.0 && v != 1.0 {
             return Err(ConvertError::tensor(
                 name,
-                format!("has a weight_scale, so its values must be -1, 0 or 1, but element {i} is {v}"),
+                format!(
+                    "has a weight_scale, so its values must be -1, 0 or 1, but element {i} is {v}"
+                ),
             ));
         }
         *c = v as i8;
@@ -120,7 +122,10 @@ pub fn load(
     let scale_name = format!("{name}_scale");
     let scale_entry = src.get(&scale_name);
     let beta = |s: &TensorEntry| beta_from_scale(&s.name, &src.read_f32(s)?, rule);
-    match (stored_as(name, t.dtype, scale_entry.is_some(), rule)?, scale_entry) {
+    match (
+        stored_as(name, t.dtype, scale_entry.is_some(), rule)?,
+        scale_entry,
+    ) {
         (StoredAs::OnlineMaster, _) => {
             check_shape(t, &[rows, cols])?;
             let w = src.read_f32(t)?;
@@ -163,7 +168,10 @@ pub fn load(
         }
         (kind, None) => Err(ConvertError::MissingTensor {
             name: scale_name,
-            where_: format!("{kind:?} weight `{name}` needs its scale; {}", src.describe()),
+            where_: format!(
+                "{kind:?} weight `{name}` needs its scale; {}",
+                src.describe()
+            ),
         }),
     }
 }

@@ -298,8 +298,10 @@ fn check_ternary_source(
             format!("shape {:?}, expected {want:?} from config.json", e.shape),
         ));
     }
-    if matches!(stored, ternary::StoredAs::Packed | ternary::StoredAs::FloatCodes)
-        && rule.linear_class.is_none()
+    if matches!(
+        stored,
+        ternary::StoredAs::Packed | ternary::StoredAs::FloatCodes
+    ) && rule.linear_class.is_none()
     {
         // The scale's meaning is unknown: the same error reading the data would give.
         ternary::beta_from_scale(&scale, &[1.0], rule)?;

@@ -89,7 +89,9 @@ mod tests {
 
     #[test]
     fn two_pass_pieces_equal_one_call() {
-        let w: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let w: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         let (want, beta) = absmean(&w);
         let mut sum = AbsSum::default();
         for piece in w.chunks(64) {

@@ -157,21 +157,14 @@ fn fetch_float(
     let t = vb
         .get_unchecked_dtype("weight", dtype)?
         .to_device(&Device::Cpu)?;
-    let stored = ternary::stored_as(name, safetensors_dtype(t.dtype()), has_scale, rule)?;
-    Ok((t, stored))
-}
-
-fn safetensors_dtype(d: DType) -> safetensors::Dtype {
-    match d {
-        DType::U8 => safetensors::Dtype::U8,
+    // The tensor has the float dtype asked for.
+    let as_stored = match dtype {
         DType::F16 => safetensors::Dtype::F16,
         DType::BF16 => safetensors::Dtype::BF16,
-        DType::F32 => safetensors::Dtype::F32,
-        DType::F64 => safetensors::Dtype::F64,
-        DType::I64 => safetensors::Dtype::I64,
-        DType::U32 => safetensors::Dtype::U32,
-        _ => safetensors::Dtype::I8,
-    }
+        _ => safetensors::Dtype::F32,
+    };
+    let stored = ternary::stored_as(name, as_stored, has_scale, rule)?;
+    Ok((t, stored))
 }
 
 /// β from the layer's `weight_scale`, per the rule's `linear_class`.

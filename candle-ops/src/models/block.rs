@@ -12,8 +12,8 @@
 
 use super::attention::causal_self_attention;
 use super::config::ModelConfig;
-use super::source::WeightSource;
 use super::rows::{add_assign, relu2_mul, silu_mul, RmsNorm};
+use super::source::WeightSource;
 use super::{sized, Step, Work};
 use crate::bit_linear::BitLinear;
 use crate::Result;

@@ -137,7 +137,10 @@ impl WeightSource for HfWeights<'_> {
             .get_with_hints_dtype(width, &t.source, Default::default(), DType::F32)?
             .to_vec1::<f32>()?;
         if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-            return Err(Error::bad_tensor(&t.source, format!("value {v} is not finite")));
+            return Err(Error::bad_tensor(
+                &t.source,
+                format!("value {v} is not finite"),
+            ));
         }
         Ok(RmsNorm::new(values, eps))
     }
@@ -194,7 +197,10 @@ fn dense_from_tensor(name: &str, w: &Tensor) -> Result<DenseWeights> {
     DenseWeights::from_bytes(name, ty, &[cols as u64, rows as u64], bytes, 0..len)
 }
 
-fn typed<T: bytemuck::Pod + Send + Sync>(ty: GgmlType, v: Vec<T>) -> (GgmlType, SharedBytes, usize) {
+fn typed<T: bytemuck::Pod + Send + Sync>(
+    ty: GgmlType,
+    v: Vec<T>,
+) -> (GgmlType, SharedBytes, usize) {
     let len = std::mem::size_of_val(v.as_slice());
     let bytes: SharedBytes = Arc::new(TypedBytes(v));
     (ty, bytes, len)

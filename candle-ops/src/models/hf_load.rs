@@ -35,11 +35,7 @@ pub(crate) fn load(
     let dtype = hf::checkpoint_dtype(&src, &plan);
     let weight_format = hf::weight_format(&src, &plan);
     let file_size = src.data_bytes();
-    let vb = VarBuilder::from_backend(
-        Box::new(SafetensorsBackend::new(src)),
-        dtype,
-        Device::Cpu,
-    );
+    let vb = VarBuilder::from_backend(Box::new(SafetensorsBackend::new(src)), dtype, Device::Cpu);
     let weights = ModelWeights::from_varbuilder(vb, &cfg, options.max_context)?;
     let vocab = Vocab::load(&dir, &cfg, plan.n_vocab)?.metadata();
     let info = ModelInfo {

@@ -60,7 +60,6 @@ impl<'a> Loader<'a> {
             None => Ok(Cow::Borrowed(self.file.tensor_data(info)?)),
         }
     }
-
 }
 
 impl WeightSource for Loader<'_> {

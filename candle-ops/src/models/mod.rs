@@ -10,9 +10,9 @@ pub(crate) mod bitnet;
 pub(crate) mod bitnet_b158;
 mod block;
 pub mod config;
-pub(crate) mod llama_ternary;
 pub(crate) mod hf;
 mod hf_load;
+pub(crate) mod llama_ternary;
 mod loader;
 mod rows;
 mod source;
@@ -426,7 +426,11 @@ impl Model {
     }
 
     /// The model of `bare` with the tokenizer of `meta` (or `options.tokenizer_json`).
-    fn with_vocabulary(bare: BareModel, meta: &VocabMetadata, options: &LoadOptions) -> Result<Self> {
+    fn with_vocabulary(
+        bare: BareModel,
+        meta: &VocabMetadata,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let arch = bare.weights.config().architecture.clone();
         if meta.tokens.len() != bare.weights.config().n_vocab {
             return Err(Error::Config(format!(

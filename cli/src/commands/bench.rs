@@ -253,7 +253,12 @@ fn measure(
             weights.forward(&mut cache, &tokens[..n_prompt], 0, Logits::Last)?;
         }
         for (i, t) in tokens[n_prompt..n_prompt + n_gen].iter().enumerate() {
-            weights.forward(&mut cache, std::slice::from_ref(t), n_prompt + i, Logits::Last)?;
+            weights.forward(
+                &mut cache,
+                std::slice::from_ref(t),
+                n_prompt + i,
+                Logits::Last,
+            )?;
         }
         Ok(start.elapsed().as_nanos() as u64)
     };

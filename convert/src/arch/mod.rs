@@ -216,7 +216,11 @@ pub(crate) fn fit_head_to_gguf(plan: &mut ArchPlan, src: &SafetensorsSource) -> 
     if plan.arch != GgufArch::Bitnet {
         return Ok(());
     }
-    let Some(at) = plan.tensors.iter().position(|t| t.kind == TensorKind::Output) else {
+    let Some(at) = plan
+        .tensors
+        .iter()
+        .position(|t| t.kind == TensorKind::Output)
+    else {
         return Ok(());
     };
     if !same_data(src, "lm_head.weight", "model.embed_tokens.weight")? {
