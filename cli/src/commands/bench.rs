@@ -14,7 +14,7 @@ use bitnet_backend::gguf::GgmlType;
 use bitnet_candle::{BareModel, KvDtype, LoadOptions, Logits};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Args, Debug)]
