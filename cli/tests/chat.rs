@@ -1,5 +1,6 @@
 //! `bitnet chat` end to end: turns read from stdin, `/clear`, Ctrl-C (SIGINT) stopping an
-//! answer without ending the chat, Ctrl-D (end of input) quitting cleanly.
+//! answer without ending the chat, Ctrl-C at the idle prompt (through a pseudo-terminal, as a
+//! person presses it), Ctrl-D (end of input) quitting cleanly.
 
 mod common;
 
@@ -101,4 +102,54 @@ fn ctrl_c_stops_the_answer_and_the_chat_goes_on() {
     assert!(stderr.contains("(conversation cleared)"), "{stderr}");
     // Stopped well before the context was full.
     assert!(rest.len() < 50_000, "{} bytes after Ctrl-C", rest.len());
+}
+
+/// In a terminal, Ctrl-C at the empty prompt says how to quit, the half-typed line is dropped,
+/// and the next answer is complete: the same as before, not `(stopped)` at once.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_at_the_prompt_does_not_reach_the_next_answer() {
+    use rexpect::session::spawn_command;
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bitnet"));
+    cmd.args(["chat", "-m", fixture_model().to_str().unwrap()])
+        .args(["--temp", "0", "-n", "6", "--ignore-eos"])
+        .env("BITNET_NUM_THREADS", "2")
+        .env_remove("RUST_BACKTRACE");
+    let mut p = spawn_command(cmd, Some(60_000)).expect("start bitnet chat in a pty");
+    // Everything up to the next prompt; the terminal writes a newline as \r\n.
+    let until_prompt = |p: &mut rexpect::session::PtySession| {
+        p.exp_string("\n> ").expect("the prompt").replace('\r', "")
+    };
+    until_prompt(&mut p);
+
+    p.send_line("Hello there").unwrap();
+    let first = until_prompt(&mut p);
+    assert!(!first.trim().is_empty(), "{first:?}");
+    p.send_line("/clear").unwrap();
+    assert!(until_prompt(&mut p).contains("(conversation cleared)"));
+
+    // Half a line typed, then Ctrl-C at the idle prompt. Until the chat acknowledges it (or
+    // the session's timeout passes), the next question would race with the signal.
+    p.send("never sent").unwrap();
+    p.flush().unwrap();
+    p.send_control('c').unwrap();
+    let acknowledged = p.exp_string("(Ctrl-D quits)").is_ok();
+    if acknowledged {
+        until_prompt(&mut p);
+    }
+
+    p.send_line("Hello there").unwrap();
+    let second = until_prompt(&mut p);
+    assert!(!second.contains("(stopped)"), "{second:?}");
+    assert_eq!(second, first, "the same question after /clear, greedy");
+    assert!(acknowledged, "no hint after Ctrl-C at the prompt");
+
+    p.send_control('d').unwrap();
+    p.exp_eof().expect("Ctrl-D quits");
+    let status = p.process().wait().unwrap();
+    assert!(
+        matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
+        "{status:?}"
+    );
 }

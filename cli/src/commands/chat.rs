@@ -2,7 +2,8 @@
 //!
 //! The conversation stays in the KV cache: each turn re-renders the whole conversation, and
 //! the session recomputes only what differs from the cached tokens. Ctrl-C stops the current
-//! answer; Ctrl-D (end of input) quits; `/clear` starts over.
+//! answer; at the prompt it only says how to quit (the terminal drops the half-typed line), and
+//! never carries over to the next answer. Ctrl-D (end of input) quits; `/clear` starts over.
 
 use crate::args::{ModelArgs, SamplingArgs};
 use crate::error::{CliError, CliResult};
@@ -12,6 +13,7 @@ use clap::Args;
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 #[derive(Args, Debug)]
@@ -31,12 +33,7 @@ pub fn run(args: &ChatArgs) -> CliResult {
     let n_ctx = args.model.ctx_size.unwrap_or(model.n_ctx_train());
     let mut session = Session::new(model, n_ctx, args.model.cache_type.into())?;
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&interrupted);
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-            .map_err(|e| CliError::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
-    }
+    let events = Input::start()?;
 
     let opening: Vec<ChatMessage> = args
         .system
@@ -49,17 +46,17 @@ pub fn run(args: &ChatArgs) -> CliResult {
         model.description()
     );
 
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
     loop {
         eprint!("\n> ");
         let _ = std::io::stderr().flush();
-        interrupted.store(false, Ordering::SeqCst);
-        let line = match lines.next() {
-            None => break,
-            Some(Ok(line)) => line,
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Some(Err(e)) => {
+        let line = match events.next() {
+            Event::EndOfInput => break,
+            Event::Line(line) => line,
+            Event::Interrupt => {
+                eprint!("\n(Ctrl-D quits)");
+                continue;
+            }
+            Event::Error(e) => {
                 return Err(CliError::Io {
                     what: "read",
                     path: "<stdin>".into(),
@@ -92,8 +89,9 @@ pub fn run(args: &ChatArgs) -> CliResult {
         }
         let params = args.sampling.generation(n_ctx - ids.len());
         let mut stdout = std::io::stdout().lock();
+        let answer = events.answering();
         let generation = session.generate(&ids, &params, |piece| {
-            if interrupted.load(Ordering::SeqCst) {
+            if answer.stopped() {
                 return ControlFlow::Break(());
             }
             let ok = stdout
@@ -106,11 +104,99 @@ pub fn run(args: &ChatArgs) -> CliResult {
             }
         })?;
         let _ = writeln!(stdout);
-        if interrupted.load(Ordering::SeqCst) {
+        if answer.stopped() {
             eprintln!("(stopped)");
         }
+        drop(answer);
         messages.push(ChatMessage::new("assistant", generation.text.as_str()));
     }
     eprintln!();
     Ok(())
+}
+
+/// What the prompt waits for.
+enum Event {
+    Line(String),
+    /// Ctrl-C while no answer was being generated.
+    Interrupt,
+    EndOfInput,
+    Error(std::io::Error),
+}
+
+/// Standard input and Ctrl-C as one stream of events. Lines are read on their own thread so
+/// that a Ctrl-C at the prompt can be answered at once; while an answer is generated, Ctrl-C
+/// only stops that answer.
+struct Input {
+    events: Receiver<Event>,
+    answering: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Input {
+    fn start() -> CliResult<Input> {
+        let (tx, events) = mpsc::channel();
+        let answering = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (answering, stop, tx) = (Arc::clone(&answering), Arc::clone(&stop), tx.clone());
+            ctrlc::set_handler(move || {
+                if answering.load(Ordering::SeqCst) {
+                    stop.store(true, Ordering::SeqCst);
+                } else {
+                    let _ = tx.send(Event::Interrupt);
+                }
+            })
+            .map_err(|e| CliError::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+        }
+        std::thread::spawn(move || read_lines(&tx));
+        Ok(Input {
+            events,
+            answering,
+            stop,
+        })
+    }
+
+    fn next(&self) -> Event {
+        self.events.recv().unwrap_or(Event::EndOfInput)
+    }
+
+    /// Marks an answer as under way until the guard is dropped: Ctrl-C now stops it.
+    fn answering(&self) -> Answering<'_> {
+        // Cleared before `answering` is set, so a Ctrl-C from the idle prompt never reaches
+        // this answer.
+        self.stop.store(false, Ordering::SeqCst);
+        self.answering.store(true, Ordering::SeqCst);
+        Answering { input: self }
+    }
+}
+
+struct Answering<'a> {
+    input: &'a Input,
+}
+
+impl Answering<'_> {
+    fn stopped(&self) -> bool {
+        self.input.stop.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.input.answering.store(false, Ordering::SeqCst);
+    }
+}
+
+fn read_lines(tx: &Sender<Event>) {
+    for line in std::io::stdin().lock().lines() {
+        let event = match line {
+            Ok(line) => Event::Line(line),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Event::Error(e),
+        };
+        let failed = matches!(event, Event::Error(_));
+        if tx.send(event).is_err() || failed {
+            return;
+        }
+    }
+    let _ = tx.send(Event::EndOfInput);
 }
