@@ -223,6 +223,77 @@ fn convert_then_run_a_transformers_fixture() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// A conversion killed outright (SIGKILL, power loss) cannot delete its temporary file; the next
+/// conversion into that folder removes it with a one-line notice, but never the file of a
+/// conversion that is still running.
+#[test]
+fn convert_removes_the_partial_files_of_killed_conversions_only() {
+    use bitnet_backend::gguf::{GgmlType, GgufWriter, PARTIAL_PREFIX};
+
+    let fixture = fixture_dir("bitnet-gqa4-autobitlinear");
+    let dir = tempfile::tempdir().unwrap();
+    // What a killed conversion leaves: a partial file that no process holds.
+    let dead = dir.path().join(format!("{PARTIAL_PREFIX}Kill3d"));
+    std::fs::write(&dead, vec![0u8; 300_000]).unwrap();
+    // A conversion still writing into the same folder: this test process is its writer.
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    w.add_tensor("t", &[4], GgmlType::F32).unwrap();
+    let mut live = w.begin(dir.path().join("other.gguf")).unwrap();
+    let partials = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(PARTIAL_PREFIX)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let live_partial: Vec<_> = partials().into_iter().filter(|p| *p != dead).collect();
+    assert_eq!(live_partial.len(), 1);
+
+    let out = dir.path().join("m.gguf");
+    let convert = || {
+        bitnet(&[
+            "convert",
+            fixture.to_str().unwrap(),
+            "--outfile",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = convert();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let notices: Vec<&str> = err.lines().filter(|l| l.contains("removed")).collect();
+    assert_eq!(notices.len(), 1, "{err}");
+    assert!(
+        notices[0].contains("Kill3d") && notices[0].contains("killed"),
+        "{err}"
+    );
+    assert_eq!(
+        partials(),
+        live_partial,
+        "only the killed conversion's file goes"
+    );
+    assert!(out.is_file());
+
+    // The running conversion finishes undisturbed.
+    live.write_tensor("t", &[0u8; 16]).unwrap();
+    live.finish().unwrap();
+    assert!(dir.path().join("other.gguf").is_file());
+    assert!(partials().is_empty());
+
+    // Nothing left to remove: no notice.
+    let o = convert();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("removed"), "{}", stderr(&o));
+}
+
 #[test]
 fn convert_of_a_missing_folder_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();

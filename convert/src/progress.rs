@@ -14,6 +14,8 @@ pub trait ProgressSink: Sync {
     fn advance(&self, n: u64, item: &str);
     /// The current step is finished.
     fn end(&self);
+    /// A one-line notice for the user (e.g. cleanup done on the way).
+    fn note(&self, _line: &str) {}
     /// Polled between tensors (and between chunks of large ones): returning true abandons the
     /// conversion with [`crate::ConvertError::Cancelled`], removing the temporary file. A CLI
     /// sets this from its Ctrl-C handler.
@@ -85,6 +87,10 @@ impl ProgressSink for StderrProgress {
                 bar.finish_with_message("done");
             }
         }
+    }
+
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
     }
 
     fn cancelled(&self) -> bool {

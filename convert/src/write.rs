@@ -1,12 +1,13 @@
 //! Validates the whole plan against the checkpoint, then streams tensors one by one into the
 //! backend's atomic GGUF writer (temporary file + rename: an error, Ctrl-C or kill never leaves
-//! a partial file at the target path).
+//! a partial file at the target path). Temporary files that killed conversions left in the
+//! output folder are removed first, with a one-line notice; a running conversion's are kept.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use bitnet_backend::gguf::{GgmlType, GgufWriter, Value};
+use bitnet_backend::gguf::{remove_stale_partials, GgmlType, GgufWriter, StalePartial, Value};
 use rayon::prelude::*;
 use safetensors::Dtype;
 
@@ -101,6 +102,13 @@ pub fn write(
         }
     }
 
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Some(line) = stale_notice(&remove_stale_partials(dir), dir) {
+        progress.note(&line);
+    }
     let mut out = w.begin(path)?;
     progress.begin("converting", total_bytes);
     for t in &plan.tensors {
@@ -188,6 +196,23 @@ pub fn write(
         file_size,
         elapsed: started.elapsed(),
     })
+}
+
+/// One line saying which stale temporary files were removed, if any.
+fn stale_notice(removed: &[StalePartial], dir: &Path) -> Option<String> {
+    let mb = removed.iter().map(|p| p.bytes).sum::<u64>() as f64 / 1e6;
+    match removed {
+        [] => None,
+        [one] => Some(format!(
+            "removed {} ({mb:.0} MB), left by a conversion that was killed",
+            one.path.display()
+        )),
+        many => Some(format!(
+            "removed {} partial files ({mb:.0} MB) from {}, left by conversions that were killed",
+            many.len(),
+            dir.display()
+        )),
+    }
 }
 
 /// Encodes whole rows on all cores (Q6_K of a large embedding takes a while), in order.

@@ -11,11 +11,13 @@
 //! it is a removed mainline type and is read as [`GgmlType::Unknown`].
 
 mod ggml_type;
+mod partial;
 mod read;
 mod value;
 mod write;
 
 pub use ggml_type::{GgmlType, I2S_ID};
+pub use partial::{remove_stale_partials, StalePartial, PARTIAL_PREFIX};
 pub use read::{GgufFile, TensorInfo, MAX_ARRAY_DEPTH};
 pub use value::{ScalarType, Value, ValueType};
 pub use write::{GgufStreamWriter, GgufWriter};

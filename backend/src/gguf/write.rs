@@ -5,7 +5,9 @@
 //! that takes tensor data one tensor at a time, in declaration order. Only
 //! [`GgufStreamWriter::finish`] renames the temporary file over the target, so an interrupted
 //! or abandoned write never leaves a partial file at the target path; dropping the stream
-//! writer without finishing deletes the temporary file.
+//! writer without finishing deletes the temporary file. A process killed outright cannot
+//! delete it: the file stays locked while its writer lives, so a later run can tell it is
+//! stale and remove it ([`super::remove_stale_partials`]).
 
 use std::collections::HashSet;
 use std::io::{BufWriter, Write};
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
+use super::partial;
 use super::read::MAX_ARRAY_DEPTH;
 use super::{is_bitnet_flavoured, GgmlType, Value, DEFAULT_ALIGNMENT, MAX_DIMS};
 use crate::{Error, Result};
@@ -137,10 +140,7 @@ impl GgufWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".gguf-partial-")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io("creating a temporary file in", &dir, e))?;
+        let tmp = partial::create(&dir)?;
         let mut out = Counting {
             inner: BufWriter::with_capacity(1 << 20, tmp),
             written: 0,
