@@ -334,28 +334,31 @@ fn encode_table(ty: GgmlType, values: &[f32], rows: usize, cols: usize) -> Resul
 }
 
 /// Random ternary weights (uniform over -1, 0, 1) with a per-tensor scale, in `ty`'s layout.
+/// The draw does not depend on `ty`, so one spec written as I2_S, TQ2_0 and TQ1_0 holds the
+/// same weights in each (the scale is an f16 value, which all three store exactly): bitnet.cpp
+/// and llama.cpp then run the same model, each in its own format.
 fn ternary_bytes(ty: GgmlType, n: usize, rng: &mut SplitMix64) -> Result<Vec<u8>> {
-    let scale = 0.02 + 0.03 * rng.unit();
-    if ty == GgmlType::I2S {
-        // Every byte holds four 2-bit codes in {0, 1, 2}: draw bytes directly from the 81
-        // valid ones (much faster than packing trit by trit).
-        let valid: Vec<u8> = (0u8..=255)
-            .filter(|b| (0..4).all(|k| (b >> (2 * k)) & 3 != 3))
-            .collect();
-        let mut out = Vec::with_capacity(n / 4 + i2s::TAIL_BYTES);
-        while out.len() < n / 4 {
-            let r = rng.next();
-            for k in 0..4.min(n / 4 - out.len()) {
-                let pick = ((r >> (16 * k)) & 0xffff) as usize % valid.len();
-                out.push(valid[pick]);
-            }
+    let scale = f16::from_f32(0.02 + 0.03 * rng.unit()).to_f32();
+    // Every I2_S byte holds four 2-bit codes in {0, 1, 2}: draw bytes directly from the 81
+    // valid ones (much faster than packing trit by trit).
+    let valid: Vec<u8> = (0u8..=255)
+        .filter(|b| (0..4).all(|k| (b >> (2 * k)) & 3 != 3))
+        .collect();
+    let mut out = Vec::with_capacity(n / 4 + i2s::TAIL_BYTES);
+    while out.len() < n / 4 {
+        let r = rng.next();
+        for k in 0..4.min(n / 4 - out.len()) {
+            let pick = ((r >> (16 * k)) & 0xffff) as usize % valid.len();
+            out.push(valid[pick]);
         }
-        let mut tail = [0u8; i2s::TAIL_BYTES];
-        tail[..4].copy_from_slice(&scale.to_le_bytes());
-        out.extend_from_slice(&tail);
+    }
+    let mut tail = [0u8; i2s::TAIL_BYTES];
+    tail[..4].copy_from_slice(&scale.to_le_bytes());
+    out.extend_from_slice(&tail);
+    if ty == GgmlType::I2S {
         return Ok(out);
     }
-    let values: Vec<i8> = (0..n).map(|_| (rng.next() % 3) as i8 - 1).collect();
+    let (values, _) = i2s::unpack(&out, n)?;
     Ok(match ty {
         GgmlType::TQ2_0 => tq2_0::pack_ternary(&values, scale)?,
         _ => tq1_0::pack_ternary(&values, scale)?,
@@ -377,5 +380,53 @@ impl SplitMix64 {
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitnet_backend::gguf::GgufFile;
+
+    /// Every tensor of `path`, dequantized, by name.
+    fn dequantized(path: &Path) -> Vec<(String, Vec<f32>)> {
+        let file = GgufFile::open(path).unwrap();
+        file.tensors()
+            .iter()
+            .map(|t| {
+                let data = file.tensor_data(t).unwrap();
+                let n = t.n_elements() as usize;
+                let values = match t.ggml_type {
+                    GgmlType::I2S => {
+                        let (v, s) = i2s::unpack(data, n).unwrap();
+                        v.iter().map(|&v| f32::from(v) * s).collect()
+                    }
+                    GgmlType::TQ2_0 => tq2_0::dequantize(data, n).unwrap(),
+                    GgmlType::TQ1_0 => tq1_0::dequantize(data, n).unwrap(),
+                    _ => data.iter().map(|&b| f32::from(b)).collect(), // raw bytes compare
+                };
+                (t.name.clone(), values)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_ternary_type_holds_the_same_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |ty: GgmlType, arch: &str| {
+            let path = dir.path().join(format!("{ty:?}.gguf"));
+            let spec = SyntheticSpec {
+                ternary_type: ty,
+                architecture: arch.into(),
+                ..SyntheticSpec::tiny()
+            };
+            write_synthetic_gguf(&path, &spec).unwrap();
+            dequantized(&path)
+        };
+        let i2s = write(GgmlType::I2S, "bitnet-b1.58");
+        assert!(i2s.iter().any(|(_, v)| v.iter().any(|&x| x < 0.0)));
+        for (ty, arch) in [(GgmlType::TQ2_0, "bitnet"), (GgmlType::TQ1_0, "bitnet")] {
+            assert_eq!(write(ty, arch), i2s, "{ty:?}");
+        }
     }
 }
