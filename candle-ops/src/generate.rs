@@ -97,7 +97,7 @@ impl Session {
             .count()
             .min(prompt.len() - 1);
         self.tokens.truncate(common);
-        self.cache.truncate(common);
+        self.cache.seq_truncate(0, common)?;
         Ok((self.eval(&prompt[common..])?, prompt.len() - common))
     }
 

@@ -11,6 +11,7 @@
 //! Weights are shared (`Arc<ModelWeights>`); each sequence has its own [`KvCache`] /
 //! [`Session`]. Activations are f32 end to end (BitNet's ReLU² overflows f16).
 
+pub mod batch;
 pub mod bit_linear;
 pub mod chat_template;
 pub mod embedding;
@@ -25,6 +26,7 @@ pub mod sampling;
 pub mod synthetic;
 pub mod tokenizer;
 
+pub use batch::{Batch, BatchLogits};
 pub use bit_linear::BitLinear;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use embedding::DenseWeights;
@@ -32,7 +34,7 @@ pub use error::{Error, Result};
 pub use generate::{
     Generation, GenerationParams, Generator, Session, StopReason, TextStreamer, TokenStep,
 };
-pub use kv_cache::{KvCache, KvDtype};
+pub use kv_cache::{KvCache, KvDtype, SeqId};
 pub use models::{Architecture, LoadOptions, Logits, Model, ModelConfig, ModelWeights};
 pub use op::TernaryMatMul;
 pub use sampling::{Sampler, SamplingParams};
