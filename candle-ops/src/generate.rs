@@ -162,6 +162,10 @@ pub enum StopReason {
     ContextFull,
     /// The text callback asked to stop.
     Callback,
+    /// The request was cancelled ([`crate::scheduler::BatchGenerator::cancel`]).
+    Cancelled,
+    /// Computing the request failed (the error comes with it).
+    Failed,
 }
 
 /// The result of [`Session::generate`].

@@ -23,6 +23,7 @@ pub mod op;
 pub mod pool;
 pub mod rope;
 pub mod sampling;
+pub mod scheduler;
 pub mod synthetic;
 pub mod tokenizer;
 
