@@ -1,8 +1,14 @@
 /*
  * bitnet.h - C API of bitnet-rs: run BitNet b1.58 (ternary) models from C and C++.
  *
- * The API follows llama.h: load a model, create a context (one sequence with its KV cache),
- * tokenize, decode batches, read logits, sample. Names carry a `bitnet_` prefix.
+ * The API follows llama.h: load a model, create a context (one or more sequences sharing one KV
+ * cache), tokenize, decode batches, read logits, sample. Names carry a `bitnet_` prefix.
+ *
+ * API VERSIONS
+ *   2 adds several sequences per context: bitnet_context_params.n_seq_max and .n_batch,
+ *   struct bitnet_seq_batch with a sequence id per token, bitnet_decode_seqs(), per-sequence
+ *   KV-cache calls (bitnet_kv_cache_seq_*) and BITNET_ERR_SEQ_ID. A host built against API 1
+ *   runs unchanged: its contexts have one sequence (id 0), which every API 1 call addresses.
  *
  * Library: libbitnet.so / libbitnet.a, built by `cargo build --release -p bitnet-ffi`.
  *
@@ -32,7 +38,8 @@
  *   (tokenize, detokenize, getters, creating contexts). A context or a sampler must be used by
  *   one thread at a time (it may move between threads); a second thread entering a context or
  *   sampler that is in use gets BITNET_ERR_BUSY instead of a data race. Use one context per
- *   concurrent sequence. The matrix kernels run on one process-wide worker pool whose size is
+ *   thread; to advance many sequences at once, give one context n_seq_max sequences and decode
+ *   them together in one bitnet_seq_batch (one pass over the weights). The matrix kernels run on one process-wide worker pool whose size is
  *   set by the n_threads parameters below (last setting wins) or BITNET_NUM_THREADS.
  *   bitnet_last_error() is per thread.
  *
@@ -61,7 +68,7 @@ extern "C" {
 #endif
 
 /* Version of this header's API; bitnet_api_version() returns the library's. */
-#define BITNET_API_VERSION 1
+#define BITNET_API_VERSION 2
 
 /* "No such token" (e.g. a model without an end-of-turn token). */
 #define BITNET_TOKEN_NULL (-1)
@@ -71,6 +78,7 @@ extern "C" {
 
 typedef int32_t bitnet_token;
 typedef int32_t bitnet_pos;
+typedef int32_t bitnet_seq_id; /* a sequence of a context: 0 .. n_seq_max - 1 (API 2) */
 typedef int32_t bitnet_status;
 
 /* Values of bitnet_status. */
@@ -81,13 +89,14 @@ enum bitnet_status_code {
     BITNET_ERR_INVALID_UTF8 = -3,     /* text is not valid UTF-8 */
     BITNET_ERR_TOKEN = -4,            /* token id < 0 or >= n_vocab */
     BITNET_ERR_POSITION = -5,         /* positions not consecutive, negative or past the sequence */
-    BITNET_ERR_CONTEXT_FULL = -6,     /* the batch does not fit in the context (n_ctx) */
+    BITNET_ERR_CONTEXT_FULL = -6,     /* the batch does not fit in the context's KV cache (n_ctx) */
     BITNET_ERR_BUFFER_TOO_SMALL = -7, /* output buffer too small; the needed size was returned */
     BITNET_ERR_IO = -8,               /* a file could not be opened or read */
     BITNET_ERR_MODEL = -9,            /* not a usable model: format, architecture, metadata */
     BITNET_ERR_NO_LOGITS = -10,       /* no logits for that batch index */
     BITNET_ERR_BUSY = -11,            /* context or sampler in use by another thread */
-    BITNET_ERR_INTERNAL = -12         /* internal error (including a caught Rust panic) */
+    BITNET_ERR_INTERNAL = -12,        /* internal error (including a caught Rust panic) */
+    BITNET_ERR_SEQ_ID = -13           /* sequence id < 0 or >= n_seq_max (API 2) */
 };
 
 /* Element type of a context's KV cache. */
@@ -97,7 +106,7 @@ enum bitnet_kv_type {
 };
 
 struct bitnet_model;   /* loaded weights, tokenizer and metadata; shareable between threads */
-struct bitnet_context; /* one sequence: KV cache, tokens, last logits */
+struct bitnet_context; /* sequences sharing one KV cache, their tokens, the last logits */
 struct bitnet_sampler; /* sampling settings and RNG state */
 
 /* ---- Version, capabilities, errors --------------------------------------------------------- */
@@ -214,10 +223,14 @@ bitnet_status bitnet_chat_apply_template(const struct bitnet_model *model,
 
 struct bitnet_context_params {
     size_t struct_size; /* sizeof(struct bitnet_context_params) */
-    uint32_t n_ctx;     /* positions in the KV cache; 0 = the model's n_ctx_max */
+    uint32_t n_ctx;     /* KV cache positions, shared by all sequences; 0 = the model's n_ctx_max */
     int32_t n_threads;  /* kernel threads (process-wide); 0 = keep the current setting */
     uint32_t seed;      /* seed of samplers created with BITNET_DEFAULT_SEED */
     int32_t type_kv;    /* enum bitnet_kv_type */
+    /* API 2 (an API 1 host's shorter struct gets these defaults): */
+    uint32_t n_seq_max; /* sequences (ids 0 .. n_seq_max - 1); default 1 */
+    uint32_t n_batch;   /* most tokens one decode call takes (more: BITNET_ERR_INVALID_ARG); 0 (default):
+                           no limit but n_ctx (more: BITNET_ERR_CONTEXT_FULL, as in API 1) */
 };
 
 bitnet_status bitnet_context_params_init(struct bitnet_context_params *params, size_t struct_size);
@@ -229,27 +242,62 @@ static inline struct bitnet_context_params bitnet_context_default_params(void) {
 }
 
 /* Creates a context on a model. params may be NULL (defaults). BITNET_ERR_INVALID_ARG when
- * n_ctx exceeds the model's n_ctx_max (raise bitnet_model_params.n_ctx_max). */
+ * n_seq_max is 0, or is 1 and n_ctx exceeds the model's n_ctx_max (raise
+ * bitnet_model_params.n_ctx_max).
+ *
+ * The KV cache holds n_ctx positions in all, shared by the sequences and granted in pages of 16
+ * positions as they grow (a sequence of L positions holds ceil(L / 16) pages); it has
+ * ceil(n_ctx / 16) + n_seq_max - 1 pages, so sequences of n_ctx positions in all always fit.
+ * One sequence may grow to n_ctx positions (with n_seq_max > 1, at most the model's n_ctx_max;
+ * then n_ctx may exceed n_ctx_max). A sequence's positions are always 0 .. its length - 1. */
 bitnet_status bitnet_context_init(const struct bitnet_model *model,
                                   const struct bitnet_context_params *params,
                                   struct bitnet_context **ctx);
 
 void bitnet_free(struct bitnet_context *ctx);
 
-uint32_t bitnet_n_ctx(const struct bitnet_context *ctx); /* 0 on NULL */
+uint32_t bitnet_n_ctx(const struct bitnet_context *ctx);     /* 0 on NULL */
+uint32_t bitnet_n_seq_max(const struct bitnet_context *ctx); /* 0 on NULL (API 2) */
+uint32_t bitnet_n_batch(const struct bitnet_context *ctx);   /* n_ctx if unset; 0 on NULL (API 2) */
 
-/* Number of positions in the KV cache (the next position to decode); -1 on NULL or BUSY. */
+/* ---- KV cache -------------------------------------------------------------------------------
+ * Any call that changes a sequence forgets the last batch's logits. */
+
+/* Number of positions of sequence 0 (its next position to decode); -1 on NULL or BUSY. */
 int32_t bitnet_kv_cache_n_tokens(const struct bitnet_context *ctx);
 
-/* Forgets the whole sequence. */
+/* Forgets every sequence. */
 bitnet_status bitnet_kv_cache_clear(struct bitnet_context *ctx);
 
-/* Keeps positions [0, n_keep) and forgets the rest (n_keep >= the current length: no change). */
+/* Keeps positions [0, n_keep) of sequence 0 and forgets the rest (n_keep >= its length: no
+ * change). */
 bitnet_status bitnet_kv_cache_truncate(struct bitnet_context *ctx, bitnet_pos n_keep);
+
+/* API 2, per sequence (as llama.h's llama_memory_seq_*). */
+
+/* Largest position of sequence seq_id; -1 when it is empty, and on error (then
+ * bitnet_last_error() says why, e.g. an unknown sequence). */
+bitnet_pos bitnet_kv_cache_seq_pos_max(const struct bitnet_context *ctx, bitnet_seq_id seq_id);
+
+/* Removes positions [p0, p1) of sequence seq_id (seq_id < 0: of every sequence; p0 < 0: from 0;
+ * p1 < 0: to the end). Positions stay contiguous, so the range must reach the sequence's end:
+ * otherwise BITNET_ERR_POSITION and nothing changes. A range past the end changes nothing. */
+bitnet_status bitnet_kv_cache_seq_rm(struct bitnet_context *ctx, bitnet_seq_id seq_id,
+                                     bitnet_pos p0, bitnet_pos p1);
+
+/* Makes sequence dst hold positions [0, p1) of sequence src (p1 < 0 or past its end: all of
+ * them); what dst held is forgotten. p0 must be <= 0 (a prefix). The cache pages are shared,
+ * not copied, until one of the two sequences writes into a shared page: a common prompt is
+ * stored once. src == dst changes nothing. */
+bitnet_status bitnet_kv_cache_seq_cp(struct bitnet_context *ctx, bitnet_seq_id src,
+                                     bitnet_seq_id dst, bitnet_pos p0, bitnet_pos p1);
+
+/* Forgets every sequence but seq_id. */
+bitnet_status bitnet_kv_cache_seq_keep(struct bitnet_context *ctx, bitnet_seq_id seq_id);
 
 /* ---- Decoding ------------------------------------------------------------------------------- */
 
-/* A batch of tokens of the context's one sequence. The arrays belong to the caller (or to
+/* A batch of tokens of sequence 0 (API 1). The arrays belong to the caller (or to
  * bitnet_batch_init). Positions must be consecutive and the first one at most the number of
  * cached positions: decoding at p < bitnet_kv_cache_n_tokens() first forgets positions >= p. */
 struct bitnet_batch {
@@ -276,9 +324,37 @@ bitnet_status bitnet_batch_init(int32_t n_tokens_max, struct bitnet_batch *batch
 /* Frees arrays from bitnet_batch_init() and sets them to NULL. NULL batch: no-op. */
 void bitnet_batch_free(struct bitnet_batch *batch);
 
-/* Runs the model on a batch, appending it to the context's sequence. On failure the sequence
- * keeps only the positions before the batch and no logits are available. */
+/* Runs the model on a batch of sequence 0. On failure the sequence keeps at most the positions
+ * before the batch and no logits are available. */
 bitnet_status bitnet_decode(struct bitnet_context *ctx, const struct bitnet_batch *batch);
+
+/* A batch of tokens of any sequences of a context (API 2), as llama.h's llama_batch with one
+ * sequence per token. Tokens of different sequences may come in any order; the tokens of one
+ * sequence, in batch order, must have consecutive positions starting at most at that sequence's
+ * length (starting earlier first forgets its positions from there on). Every projection runs
+ * once over all tokens; each sequence attends only to its own positions, and its logits equal
+ * those of decoding it alone. */
+struct bitnet_seq_batch {
+    int32_t n_tokens;
+    bitnet_token *token;    /* [n_tokens] */
+    bitnet_pos *pos;        /* [n_tokens] */
+    bitnet_seq_id *seq_id;  /* [n_tokens] */
+    int8_t *logits;         /* [n_tokens] nonzero = keep this token's logits, or NULL: last token only */
+};
+
+/* Allocates token, pos, seq_id and logits arrays for up to n_tokens_max tokens (zeroed;
+ * n_tokens = 0). Release with bitnet_seq_batch_free(). */
+bitnet_status bitnet_seq_batch_init(int32_t n_tokens_max, struct bitnet_seq_batch *batch);
+
+/* Frees arrays from bitnet_seq_batch_init() and sets them to NULL. NULL batch: no-op. */
+void bitnet_seq_batch_free(struct bitnet_seq_batch *batch);
+
+/* Runs the model on a batch of any sequences. Errors: n_tokens <= 0 or > n_batch
+ * (BITNET_ERR_INVALID_ARG), a bad token (BITNET_ERR_TOKEN), a sequence id outside the context
+ * (BITNET_ERR_SEQ_ID), a position gap (BITNET_ERR_POSITION), a sequence past n_ctx or no free
+ * pages left for the batch (BITNET_ERR_CONTEXT_FULL). On failure each sequence of the batch keeps
+ * at most the positions before its first token in it, and no logits are available. */
+bitnet_status bitnet_decode_seqs(struct bitnet_context *ctx, const struct bitnet_seq_batch *batch);
 
 /* Logits [n_vocab] of the last token of the last batch (which must have requested them). */
 bitnet_status bitnet_get_logits(struct bitnet_context *ctx, const float **logits);
@@ -319,7 +395,8 @@ void bitnet_sampler_free(struct bitnet_sampler *smpl);
 bitnet_status bitnet_sampler_reset(struct bitnet_sampler *smpl);
 
 /* Chooses a token from the logits of token i of the context's last batch (i < 0 counts from the
- * end). The repeat penalty looks at the sequence up to and including that token. */
+ * end). The repeat penalty looks at that token's sequence up to and including that token. Use
+ * one sampler per sequence: each keeps its own RNG. */
 bitnet_status bitnet_sampler_sample(struct bitnet_sampler *smpl, struct bitnet_context *ctx,
                                     int32_t i, bitnet_token *token);
 

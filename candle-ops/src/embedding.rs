@@ -189,23 +189,50 @@ impl DenseWeights {
     /// `x · Wᵀ` for `x` of shape `[m, cols]` (f32): the logits `[m, rows]`.
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         let (m, k) = x.dims2()?;
+        self.check_width(k)?;
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        match &self.storage {
+            Storage::Dense { .. } => {
+                let y = self.matmul_rows(&x.flatten_all()?.to_vec1::<f32>()?)?;
+                Ok(Tensor::from_vec(y, (m, self.rows), &Device::Cpu)?)
+            }
+            Storage::Quantized { matmul, .. } => Ok(matmul.forward(&x)?),
+        }
+    }
+
+    /// `x · Wᵀ` for token-major rows `x` (`[m, cols]`, f32): the logits `[m, rows]`.
+    pub fn matmul_rows(&self, x: &[f32]) -> Result<Vec<f32>> {
+        if self.cols == 0 || !x.len().is_multiple_of(self.cols) {
+            return Err(Error::InvalidArgument(format!(
+                "`{}`: {} values are not rows of the table width {}",
+                self.name,
+                x.len(),
+                self.cols
+            )));
+        }
+        let m = x.len() / self.cols;
+        match &self.storage {
+            Storage::Dense { .. } => {
+                let w = self.dense().expect("validated at construction");
+                let mut y = vec![0f32; m * self.rows];
+                dense::matmul(&w, x, m, &mut y)?;
+                Ok(y)
+            }
+            Storage::Quantized { matmul, .. } => {
+                let xt = Tensor::from_slice(x, (m, self.cols), &Device::Cpu)?;
+                Ok(matmul.forward(&xt)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+        }
+    }
+
+    fn check_width(&self, k: usize) -> Result<()> {
         if k != self.cols {
             return Err(Error::InvalidArgument(format!(
                 "`{}`: input width {k} differs from the table width {}",
                 self.name, self.cols
             )));
         }
-        let x = x.to_dtype(DType::F32)?.contiguous()?;
-        match &self.storage {
-            Storage::Dense { .. } => {
-                let w = self.dense().expect("validated at construction");
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let mut y = vec![0f32; m * self.rows];
-                dense::matmul(&w, &xs, m, &mut y)?;
-                Ok(Tensor::from_vec(y, (m, self.rows), &Device::Cpu)?)
-            }
-            Storage::Quantized { matmul, .. } => Ok(matmul.forward(&x)?),
-        }
+        Ok(())
     }
 }
 

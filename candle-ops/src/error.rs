@@ -62,6 +62,19 @@ pub enum Error {
     /// A Hugging Face checkpoint (config, safetensors, tokenizer files, hub) cannot be used.
     #[error(transparent)]
     Checkpoint(#[from] bitnet_convert::ConvertError),
+
+    /// The KV cache has no room left: a sequence would pass its context, or the pages shared by
+    /// all sequences are used up.
+    #[error("KV cache full: {0}")]
+    KvBudget(String),
+
+    /// Positions of a batch do not continue their sequence (a gap, or not consecutive).
+    #[error("positions: {0}")]
+    Position(String),
+
+    /// A sequence id outside the cache's `0..n_seq_max`.
+    #[error("{0}")]
+    UnknownSequence(String),
 }
 
 impl Error {

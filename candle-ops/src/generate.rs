@@ -97,7 +97,7 @@ impl Session {
             .count()
             .min(prompt.len() - 1);
         self.tokens.truncate(common);
-        self.cache.truncate(common);
+        self.cache.seq_truncate(0, common)?;
         Ok((self.eval(&prompt[common..])?, prompt.len() - common))
     }
 
@@ -162,6 +162,10 @@ pub enum StopReason {
     ContextFull,
     /// The text callback asked to stop.
     Callback,
+    /// The request was cancelled ([`crate::scheduler::BatchGenerator::cancel`]).
+    Cancelled,
+    /// Computing the request failed (the error comes with it).
+    Failed,
 }
 
 /// The result of [`Session::generate`].

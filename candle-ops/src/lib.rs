@@ -11,6 +11,7 @@
 //! Weights are shared (`Arc<ModelWeights>`); each sequence has its own [`KvCache`] /
 //! [`Session`]. Activations are f32 end to end (BitNet's ReLU² overflows f16).
 
+pub mod batch;
 pub mod bit_linear;
 pub mod chat_template;
 pub mod embedding;
@@ -23,9 +24,11 @@ pub mod pool;
 pub mod rope;
 pub mod safetensors_backend;
 pub mod sampling;
+pub mod scheduler;
 pub mod synthetic;
 pub mod tokenizer;
 
+pub use batch::{Batch, BatchLogits};
 pub use bit_linear::{bit_linear, BitLinear};
 pub use bitnet_convert::arch::WeightRule;
 pub use bitnet_convert::hf::config::HfConfig;
@@ -35,7 +38,7 @@ pub use error::{Error, Result};
 pub use generate::{
     Generation, GenerationParams, Generator, Session, StopReason, TextStreamer, TokenStep,
 };
-pub use kv_cache::{KvCache, KvDtype};
+pub use kv_cache::{KvCache, KvDtype, SeqId};
 pub use models::{
     is_checkpoint_dir, Architecture, BareModel, LoadOptions, Logits, Model, ModelConfig,
     ModelWeights,

@@ -1,20 +1,13 @@
 //! Sessions, generation and streaming on a small synthetic model.
 
+mod common;
+
+use common::tiny_model;
 use std::ops::ControlFlow;
 
-use bitnet_candle::synthetic::{write_synthetic_gguf, SyntheticSpec};
 use bitnet_candle::{
-    GenerationParams, Generator, KvDtype, LoadOptions, Model, SamplingParams, Session, StopReason,
-    TextStreamer,
+    GenerationParams, Generator, KvDtype, Model, SamplingParams, Session, StopReason, TextStreamer,
 };
-
-fn model() -> (tempfile::TempDir, Model) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.gguf");
-    write_synthetic_gguf(&path, &SyntheticSpec::tiny()).unwrap();
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
-    (dir, model)
-}
 
 fn generate(model: &Model, prompt: &[u32], params: &GenerationParams) -> Vec<u32> {
     let mut s = Session::new(model, 64, KvDtype::F32).unwrap();
@@ -25,7 +18,7 @@ fn generate(model: &Model, prompt: &[u32], params: &GenerationParams) -> Vec<u32
 
 #[test]
 fn greedy_and_seeded_sampling_are_reproducible() {
-    let (_dir, model) = model();
+    let (_dir, model) = tiny_model();
     let prompt = [model.bos().unwrap(), 10, 20, 30];
     let greedy = GenerationParams {
         max_new_tokens: 12,
@@ -53,7 +46,7 @@ fn greedy_and_seeded_sampling_are_reproducible() {
 
 #[test]
 fn stop_reasons() {
-    let (_dir, model) = model();
+    let (_dir, model) = tiny_model();
     let prompt = [model.bos().unwrap(), 5, 6, 7];
     let params = GenerationParams {
         max_new_tokens: 50,
@@ -97,7 +90,7 @@ fn stop_reasons() {
 
 #[test]
 fn prefill_reuses_the_cached_prefix_and_matches_a_fresh_session() {
-    let (_dir, model) = model();
+    let (_dir, model) = tiny_model();
     let first = [model.bos().unwrap(), 40, 41, 42, 43];
     let longer = [model.bos().unwrap(), 40, 41, 42, 43, 44, 45];
     let mut s = Session::new(&model, 64, KvDtype::F32).unwrap();
@@ -126,7 +119,7 @@ fn prefill_reuses_the_cached_prefix_and_matches_a_fresh_session() {
 
 #[test]
 fn streamer_never_splits_a_character() {
-    let (_dir, model) = model();
+    let (_dir, model) = tiny_model();
     let tok = model.tokenizer();
     // The synthetic vocabulary has no merges, so every byte of "é€" is its own token.
     let ids = tok.encode("aé€b", false).unwrap();
@@ -143,7 +136,7 @@ fn streamer_never_splits_a_character() {
 
 #[test]
 fn chat_template_falls_back_to_bitnet_format() {
-    let (_dir, model) = model();
+    let (_dir, model) = tiny_model();
     assert!(model.chat_template().is_none());
     let text = model
         .apply_chat_template(&[bitnet_candle::ChatMessage::new("user", "hi")], true)

@@ -34,7 +34,7 @@ impl Source {
         .map_err(|e| self.load_error(e))
     }
 
-    fn load(&self, options: &LoadOptions) -> CliResult<Model> {
+    pub fn load(&self, options: &LoadOptions) -> CliResult<Model> {
         match self {
             Source::Gguf(p) => Model::load(p, options),
             Source::Checkpoint(c) => Model::from_hf(c, options),

@@ -158,6 +158,65 @@ fn bench_markdown_table() {
 }
 
 #[test]
+fn bench_batched_writes_llama_batched_bench_records() {
+    let model = tiny_model().to_str().unwrap();
+    // llama.cpp's one-dash spellings, JSON lines with llama-batched-bench's fields.
+    let o = bitnet(&[
+        "bench",
+        "--batched",
+        "-m",
+        model,
+        "-npp",
+        "12",
+        "-ntg",
+        "5",
+        "-npl",
+        "1,3",
+        "-t",
+        "2",
+        "-o",
+        "jsonl",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON record per line"))
+        .collect();
+    assert_eq!(records.len(), 2);
+    for (r, pl) in records.iter().zip([1u64, 3]) {
+        for key in [
+            "pp", "tg", "pl", "n_kv", "t_pp", "speed_pp", "t_tg", "speed_tg", "t", "speed",
+        ] {
+            assert!(r.get(key).is_some(), "record lacks {key}: {r}");
+        }
+        assert_eq!((r["pp"].as_u64(), r["tg"].as_u64()), (Some(12), Some(5)));
+        assert_eq!(r["pl"].as_u64(), Some(pl));
+        assert_eq!(r["n_kv"].as_u64(), Some(pl * 17));
+        let (t_tg, speed_tg) = (r["t_tg"].as_f64().unwrap(), r["speed_tg"].as_f64().unwrap());
+        assert!((speed_tg * t_tg - (pl * 5) as f64).abs() < 1e-6 * speed_tg.max(1.0));
+        assert!(r["speed_pp"].as_f64().unwrap() > 0.0);
+    }
+    // A shared prompt, the markdown table.
+    let o = bitnet(&[
+        "bench",
+        "--batched",
+        "-m",
+        model,
+        "--npp",
+        "20",
+        "--ntg",
+        "3",
+        "--npl",
+        "4",
+        "-pps",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("|    PP |     TG |    B |   N_KV |"), "{out}");
+    assert!(out.contains("|    20 |      3 |    4 |     32 |"), "{out}");
+}
+
+#[test]
 fn perplexity_reports_a_final_estimate() {
     let model = tiny_model().to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,14 @@
-//! Batches, `bitnet_decode` and reading logits.
+//! Batches (API 1: one sequence; API 2: a sequence per token), decoding and reading logits.
 
 use std::ffi::c_void;
 
-use crate::context::{bitnet_context, State};
-use crate::error::{
-    bitnet_status, guard, FfiError, FfiResult, BITNET_ERR_CONTEXT_FULL, BITNET_ERR_POSITION,
-};
+use bitnet_candle::Batch;
+
+use crate::context::{bitnet_context, Output, State};
+use crate::error::{bitnet_status, guard, FfiError, FfiResult, BITNET_ERR_POSITION};
+use crate::kv_cache::seq_arg;
 use crate::text::{handle, put, slice};
-use crate::{bitnet_pos, bitnet_token};
+use crate::{bitnet_pos, bitnet_seq_id, bitnet_token};
 
 /// `struct bitnet_batch`: arrays owned by the caller or by `bitnet_batch_init`.
 #[repr(C)]
@@ -25,6 +26,30 @@ extern "C" {
     fn free(ptr: *mut c_void);
 }
 
+/// A batch capacity from C.
+fn capacity(n_tokens_max: i32) -> FfiResult<usize> {
+    usize::try_from(n_tokens_max)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| FfiError::invalid(format!("n_tokens_max must be > 0, got {n_tokens_max}")))
+}
+
+/// Zeroed arrays of `n` elements of each size, from the C allocator (all or none).
+fn alloc_arrays<const K: usize>(n: usize, sizes: [usize; K]) -> FfiResult<[*mut c_void; K]> {
+    // SAFETY: calloc with nonzero counts; results are checked for NULL below.
+    let arrays = sizes.map(|size| unsafe { calloc(n, size) });
+    if arrays.iter().any(|p| p.is_null()) {
+        for p in arrays {
+            // SAFETY: free accepts NULL and pointers from calloc.
+            unsafe { free(p) };
+        }
+        return Err(FfiError::invalid(format!(
+            "cannot allocate a batch of {n} tokens"
+        )));
+    }
+    Ok(arrays)
+}
+
 /// Allocates the arrays of a batch of up to `n_tokens_max` tokens.
 ///
 /// # Safety
@@ -38,31 +63,15 @@ pub unsafe extern "C" fn bitnet_batch_init(
         if batch.is_null() {
             return Err(FfiError::null("batch"));
         }
-        let n = usize::try_from(n_tokens_max)
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| {
-                FfiError::invalid(format!("n_tokens_max must be > 0, got {n_tokens_max}"))
-            })?;
-        // SAFETY: calloc with a nonzero count; results are checked for NULL below.
-        let (token, pos, logits) = unsafe {
-            (
-                calloc(n, std::mem::size_of::<bitnet_token>()),
-                calloc(n, std::mem::size_of::<bitnet_pos>()),
-                calloc(n, std::mem::size_of::<i8>()),
-            )
-        };
-        if token.is_null() || pos.is_null() || logits.is_null() {
-            // SAFETY: free accepts NULL and pointers from calloc.
-            unsafe {
-                free(token);
-                free(pos);
-                free(logits);
-            }
-            return Err(FfiError::invalid(format!(
-                "cannot allocate a batch of {n} tokens"
-            )));
-        }
+        let n = capacity(n_tokens_max)?;
+        let [token, pos, logits] = alloc_arrays(
+            n,
+            [
+                std::mem::size_of::<bitnet_token>(),
+                std::mem::size_of::<bitnet_pos>(),
+                std::mem::size_of::<i8>(),
+            ],
+        )?;
         let b = bitnet_batch {
             n_tokens: 0,
             token: token.cast(),
@@ -100,144 +109,213 @@ pub unsafe extern "C" fn bitnet_batch_free(batch: *mut bitnet_batch) {
     });
 }
 
-/// What a batch asks for, checked against the context.
-struct Plan {
-    ids: Vec<u32>,
-    start: usize,
-    /// Which tokens keep their logits.
-    wanted: Vec<bool>,
+/// `struct bitnet_seq_batch` (API 2): arrays owned by the caller or by `bitnet_seq_batch_init`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bitnet_seq_batch {
+    pub n_tokens: i32,
+    pub token: *mut bitnet_token,
+    pub pos: *mut bitnet_pos,
+    pub seq_id: *mut bitnet_seq_id,
+    pub logits: *mut i8,
 }
 
-/// Checks a batch; `n_past` is the number of cached positions.
+/// Allocates the arrays of a sequence batch of up to `n_tokens_max` tokens.
 ///
 /// # Safety
-/// The arrays of `batch` hold `n_tokens` readable elements (or are NULL where allowed).
-unsafe fn plan(
-    c: &bitnet_context,
-    batch: &bitnet_batch,
-    n_past: usize,
-    n_ctx: usize,
-) -> FfiResult<Plan> {
-    let n = usize::try_from(batch.n_tokens)
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| {
-            FfiError::invalid(format!(
-                "batch.n_tokens must be > 0, got {}",
-                batch.n_tokens
-            ))
-        })?;
-    // SAFETY: forwarded contract.
-    let tokens = unsafe { slice(batch.token, n, "batch.token") }?;
-    let n_vocab = c.model.n_vocab();
-    let ids = tokens
+/// `batch` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bitnet_seq_batch_init(
+    n_tokens_max: i32,
+    batch: *mut bitnet_seq_batch,
+) -> bitnet_status {
+    guard(|| {
+        if batch.is_null() {
+            return Err(FfiError::null("batch"));
+        }
+        let n = capacity(n_tokens_max)?;
+        let [token, pos, seq_id, logits] = alloc_arrays(
+            n,
+            [
+                std::mem::size_of::<bitnet_token>(),
+                std::mem::size_of::<bitnet_pos>(),
+                std::mem::size_of::<bitnet_seq_id>(),
+                std::mem::size_of::<i8>(),
+            ],
+        )?;
+        let b = bitnet_seq_batch {
+            n_tokens: 0,
+            token: token.cast(),
+            pos: pos.cast(),
+            seq_id: seq_id.cast(),
+            logits: logits.cast(),
+        };
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { put(batch, b, "batch") }
+    })
+}
+
+/// Frees the arrays of a sequence batch from `bitnet_seq_batch_init` (NULL: no-op).
+///
+/// # Safety
+/// `batch` is NULL or a batch filled by `bitnet_seq_batch_init` and not freed since.
+#[no_mangle]
+pub unsafe extern "C" fn bitnet_seq_batch_free(batch: *mut bitnet_seq_batch) {
+    guard(|| {
+        // SAFETY: NULL or writable per the contract.
+        if let Some(b) = unsafe { batch.as_mut() } {
+            // SAFETY: the arrays come from calloc (or are NULL) per the contract.
+            unsafe {
+                free(b.token.cast());
+                free(b.pos.cast());
+                free(b.seq_id.cast());
+                free(b.logits.cast());
+            }
+            *b = bitnet_seq_batch {
+                n_tokens: 0,
+                token: std::ptr::null_mut(),
+                pos: std::ptr::null_mut(),
+                seq_id: std::ptr::null_mut(),
+                logits: std::ptr::null_mut(),
+            };
+        }
+        Ok(())
+    });
+}
+
+/// Converts C token ids, checking each against the vocabulary.
+fn token_ids(tokens: &[bitnet_token], n_vocab: usize, what: &str) -> FfiResult<Vec<u32>> {
+    tokens
         .iter()
         .enumerate()
         .map(|(i, &t)| match u32::try_from(t) {
             Ok(id) if (id as usize) < n_vocab => Ok(id),
             _ => Err(FfiError::new(
                 crate::error::BITNET_ERR_TOKEN,
-                format!("batch.token[{i}] = {t} is outside the vocabulary of {n_vocab} tokens"),
+                format!("{what}.token[{i}] = {t} is outside the vocabulary of {n_vocab} tokens"),
             )),
         })
-        .collect::<FfiResult<Vec<u32>>>()?;
+        .collect()
+}
+
+/// The token count of a batch, checked against the context's `n_batch`.
+fn batch_len(c: &bitnet_context, n_tokens: i32, what: &str) -> FfiResult<usize> {
+    let n = usize::try_from(n_tokens)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| FfiError::invalid(format!("{what}.n_tokens must be > 0, got {n_tokens}")))?;
+    if let Some(limit) = c.n_batch.filter(|&limit| n > limit) {
+        return Err(FfiError::invalid(format!(
+            "{what}.n_tokens = {n} exceeds the context's n_batch of {limit} (raise \
+             bitnet_context_params.n_batch or split the batch)"
+        )));
+    }
+    Ok(n)
+}
+
+fn position(p: bitnet_pos, i: usize, what: &str) -> FfiResult<usize> {
+    usize::try_from(p).map_err(|_| {
+        FfiError::new(
+            BITNET_ERR_POSITION,
+            format!("{what}.pos[{i}] = {p} is negative"),
+        )
+    })
+}
+
+/// Which tokens keep their logits: `flags[i] != 0`, or only the last token when NULL.
+///
+/// # Safety
+/// `flags` is NULL or holds `n` readable elements.
+unsafe fn wanted(flags: *const i8, n: usize, what: &str) -> FfiResult<Vec<bool>> {
+    if flags.is_null() {
+        return Ok((0..n).map(|i| i == n - 1).collect());
+    }
+    // SAFETY: forwarded contract.
+    let flags = unsafe { slice(flags, n, &format!("{what}.logits")) }?;
+    Ok(flags.iter().map(|&f| f != 0).collect())
+}
+
+/// An API 1 batch: every token in sequence 0.
+///
+/// # Safety
+/// The arrays of `batch` hold `n_tokens` readable elements (or are NULL where allowed).
+unsafe fn plan_v1(c: &bitnet_context, st: &State, batch: &bitnet_batch) -> FfiResult<Batch> {
+    let n = batch_len(c, batch.n_tokens, "batch")?;
+    // SAFETY: forwarded contract.
+    let tokens = unsafe { slice(batch.token, n, "batch.token") }?;
+    let ids = token_ids(tokens, c.model.n_vocab(), "batch")?;
     let start = if batch.pos.is_null() {
-        n_past
+        st.cache.seq_len(0)
     } else {
         // SAFETY: forwarded contract.
         let pos = unsafe { slice(batch.pos.cast_const(), n, "batch.pos") }?;
-        let p0 = pos[0];
-        let start = usize::try_from(p0)
-            .ok()
-            .filter(|&s| s <= n_past)
-            .ok_or_else(|| {
-                FfiError::new(
-                    BITNET_ERR_POSITION,
-                    format!("batch.pos[0] = {p0} must be in 0..={n_past} (the cached positions)"),
-                )
-            })?;
-        if let Some(i) = (1..n).find(|&i| i64::from(pos[i]) != i64::from(p0) + i as i64) {
+        let start = position(pos[0], 0, "batch")?;
+        if let Some(i) = (1..n).find(|&i| i64::from(pos[i]) != i64::from(pos[0]) + i as i64) {
             return Err(FfiError::new(
                 BITNET_ERR_POSITION,
                 format!(
-                    "batch.pos[{i}] = {} but positions must be consecutive from {p0}",
-                    pos[i]
+                    "batch.pos[{i}] = {} but positions must be consecutive from {}",
+                    pos[i], pos[0]
                 ),
             ));
         }
         start
     };
-    if start + n > n_ctx {
-        return Err(FfiError::new(
-            BITNET_ERR_CONTEXT_FULL,
-            format!("{n} tokens at position {start} do not fit the context of {n_ctx} positions"),
-        ));
+    // SAFETY: forwarded contract.
+    let wanted = unsafe { wanted(batch.logits.cast_const(), n, "batch") }?;
+    let mut b = Batch::new();
+    for (i, (&id, &w)) in ids.iter().zip(&wanted).enumerate() {
+        b.add(id, start + i, 0, w);
     }
-    let wanted = if batch.logits.is_null() {
-        (0..n).map(|i| i == n - 1).collect()
-    } else {
-        // SAFETY: forwarded contract.
-        let flags = unsafe { slice(batch.logits.cast_const(), n, "batch.logits") }?;
-        flags.iter().map(|&f| f != 0).collect()
-    };
-    Ok(Plan { ids, start, wanted })
+    Ok(b)
 }
 
-/// Runs the model on the planned batch and records its outputs.
-fn run(c: &bitnet_context, st: &mut State, plan: Plan) -> FfiResult<()> {
-    let Plan { ids, start, wanted } = plan;
-    st.truncate(start);
-    let n_vocab = c.model.n_vocab();
-    let only_last = wanted
-        .iter()
-        .enumerate()
-        .all(|(i, &w)| !w || i == ids.len() - 1);
-    let logits = if only_last {
-        c.model
-            .forward(&mut st.cache, &ids, start)
-            .and_then(|t| Ok(t.to_vec1::<f32>()?))
-    } else {
-        c.model
-            .forward_all(&mut st.cache, &ids, start)
-            .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
-    };
-    let logits = match logits {
-        Ok(l) => l,
-        Err(e) => {
-            st.truncate(start);
-            return Err(FfiError::from_candle(e));
-        }
-    };
-    st.tokens.extend_from_slice(&ids);
-    st.batch_start = start;
+/// An API 2 batch: a sequence per token.
+///
+/// # Safety
+/// The arrays of `batch` hold `n_tokens` readable elements (logits may be NULL).
+unsafe fn plan_seqs(c: &bitnet_context, st: &State, batch: &bitnet_seq_batch) -> FfiResult<Batch> {
+    let n = batch_len(c, batch.n_tokens, "batch")?;
+    // SAFETY (three calls): forwarded contract.
+    let tokens = unsafe { slice(batch.token, n, "batch.token") }?;
+    let pos = unsafe { slice(batch.pos.cast_const(), n, "batch.pos") }?;
+    let seqs = unsafe { slice(batch.seq_id.cast_const(), n, "batch.seq_id") }?;
+    let ids = token_ids(tokens, c.model.n_vocab(), "batch")?;
+    // SAFETY: forwarded contract.
+    let wanted = unsafe { wanted(batch.logits.cast_const(), n, "batch") }?;
+    let mut b = Batch::new();
+    for i in 0..n {
+        let seq = seq_arg(st, seqs[i], &format!("batch.seq_id[{i}]"))?;
+        b.add(ids[i], position(pos[i], i, "batch")?, seq, wanted[i]);
+    }
+    Ok(b)
+}
+
+/// Runs the model on a batch and records its outputs. On failure the last batch's outputs are
+/// gone and every sequence of the batch keeps at most the positions before its first token in it.
+fn run(c: &bitnet_context, st: &mut State, batch: FfiResult<Batch>) -> FfiResult<()> {
+    st.forget_outputs();
+    let batch = batch?;
+    let result = c.model.weights().decode(&mut st.cache, &batch);
+    st.sync_tokens();
+    let logits = result.map_err(FfiError::from_candle)?;
     let mut next_row = 0;
-    st.rows = wanted
-        .iter()
-        .map(|&w| {
-            w.then(|| {
-                next_row += 1;
-                next_row - 1
-            })
-        })
-        .collect();
-    st.logits = if only_last {
-        if wanted[ids.len() - 1] {
-            logits
-        } else {
-            Vec::new()
-        }
-    } else {
-        wanted
-            .iter()
-            .enumerate()
-            .filter(|&(_, &w)| w)
-            .flat_map(|(i, _)| logits[i * n_vocab..(i + 1) * n_vocab].iter().copied())
-            .collect()
-    };
+    for i in 0..batch.len() {
+        let (seq, pos) = (batch.seqs()[i], batch.positions()[i]);
+        let tokens = &mut st.seqs[seq];
+        tokens.truncate(pos);
+        tokens.push(batch.tokens()[i]);
+        let row = batch.logits()[i].then(|| {
+            next_row += 1;
+            next_row - 1
+        });
+        st.outputs.push(Output { seq, pos, row });
+    }
+    st.logits = logits.into_values();
     Ok(())
 }
 
-/// Decodes a batch.
+/// Decodes a batch (API 1: every token in sequence 0).
 ///
 /// # Safety
 /// `ctx` is NULL or a live context handle; `batch` is NULL or a batch whose arrays hold
@@ -253,18 +331,31 @@ pub unsafe extern "C" fn bitnet_decode(
         // SAFETY: forwarded contract.
         let batch = unsafe { handle(batch, "batch") }?;
         let mut st = c.lock()?;
-        let n_past = st.tokens.len();
-        let n_ctx = st.cache.capacity();
         // SAFETY: forwarded contract.
-        let plan = unsafe { plan(c, batch, n_past, n_ctx) };
-        // As documented: after a failed decode the sequence keeps only the positions before
-        // the batch (a rejected plan changed nothing; a failed run cut the cache back to the
-        // batch start) and the previous batch's logits are gone (no stale rows for the host).
-        let result = plan.and_then(|plan| run(c, &mut st, plan));
-        if result.is_err() {
-            st.forget_outputs();
-        }
-        result
+        let planned = unsafe { plan_v1(c, &st, batch) };
+        run(c, &mut st, planned)
+    })
+}
+
+/// Decodes a batch of tokens of any sequences (API 2).
+///
+/// # Safety
+/// `ctx` is NULL or a live context handle; `batch` is NULL or a batch whose arrays hold
+/// `n_tokens` readable elements (logits may be NULL).
+#[no_mangle]
+pub unsafe extern "C" fn bitnet_decode_seqs(
+    ctx: *mut bitnet_context,
+    batch: *const bitnet_seq_batch,
+) -> bitnet_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let c = unsafe { handle(ctx, "ctx") }?;
+        // SAFETY: forwarded contract.
+        let batch = unsafe { handle(batch, "batch") }?;
+        let mut st = c.lock()?;
+        // SAFETY: forwarded contract.
+        let planned = unsafe { plan_seqs(c, &st, batch) };
+        run(c, &mut st, planned)
     })
 }
 

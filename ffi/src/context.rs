@@ -1,13 +1,11 @@
-//! `bitnet_context`: one sequence on a shared model (KV cache, tokens, last logits).
+//! `bitnet_context`: sequences on a shared model (one KV cache for `n_seq_max` sequences, their
+//! tokens, the last batch's logits).
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use bitnet_candle::{KvCache, KvDtype, Model};
+use bitnet_candle::{KvCache, KvDtype, Model, SeqId};
 
-use crate::bitnet_pos;
-use crate::error::{
-    bitnet_status, guard, guard_or, FfiError, FfiResult, BITNET_ERR_BUSY, BITNET_ERR_POSITION,
-};
+use crate::error::{bitnet_status, guard, guard_or, FfiError, FfiResult, BITNET_ERR_BUSY};
 use crate::model::bitnet_model;
 use crate::params::{self, Versioned};
 use crate::text::{handle, put};
@@ -26,6 +24,8 @@ pub struct bitnet_context_params {
     pub n_threads: i32,
     pub seed: u32,
     pub type_kv: i32,
+    pub n_seq_max: u32,
+    pub n_batch: u32,
 }
 
 impl Versioned for bitnet_context_params {
@@ -40,6 +40,8 @@ impl Versioned for bitnet_context_params {
             n_threads: 0,
             seed: 0,
             type_kv: BITNET_KV_F32 as i32,
+            n_seq_max: 1,
+            n_batch: 0,
         }
     }
 }
@@ -49,39 +51,56 @@ impl Versioned for bitnet_context_params {
 pub struct bitnet_context {
     pub(crate) model: Model,
     pub(crate) seed: u32,
+    /// Most tokens one decode call may hold, when set (else the context decides: a batch too
+    /// long for it is BITNET_ERR_CONTEXT_FULL, as in API 1).
+    pub(crate) n_batch: Option<usize>,
     state: Mutex<State>,
 }
 
-/// The sequence and the outputs of the last batch.
+/// One token of the last batch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Output {
+    pub(crate) seq: SeqId,
+    pub(crate) pos: usize,
+    /// Its row in `State::logits`, if it asked for logits.
+    pub(crate) row: Option<usize>,
+}
+
+/// The sequences and the outputs of the last batch.
 pub(crate) struct State {
     pub(crate) cache: KvCache,
-    /// Tokens at positions 0.. (what the cache holds).
-    pub(crate) tokens: Vec<u32>,
-    /// Position of the first token of the last batch.
-    pub(crate) batch_start: usize,
-    /// For each token of the last batch, its row in `logits` if it has one.
-    pub(crate) rows: Vec<Option<usize>>,
+    /// Tokens of each sequence at positions 0.. (what the cache holds).
+    pub(crate) seqs: Vec<Vec<u32>>,
+    /// Every token of the last batch.
+    pub(crate) outputs: Vec<Output>,
     /// Logits of the last batch's output tokens, `[n_outputs, n_vocab]`.
     pub(crate) logits: Vec<f32>,
 }
 
 impl State {
-    /// Forgets positions `n..` and the last batch's outputs.
-    pub(crate) fn truncate(&mut self, n: usize) {
-        self.cache.truncate(n);
-        self.tokens.truncate(n);
-        self.forget_outputs();
+    /// Makes the token lists agree with the cache after it changed (positions only go away).
+    pub(crate) fn sync_tokens(&mut self) {
+        for (s, tokens) in self.seqs.iter_mut().enumerate() {
+            tokens.truncate(self.cache.seq_len(s));
+        }
     }
 
     /// Forgets the last batch's outputs (its logits can no longer be read).
     pub(crate) fn forget_outputs(&mut self) {
-        self.rows.clear();
+        self.outputs.clear();
         self.logits.clear();
     }
 
-    /// Index into the last batch (`i < 0` counts from the end) and its logits row.
-    pub(crate) fn output(&self, i: i32, n_vocab: usize) -> FfiResult<(usize, &[f32])> {
-        let n = self.rows.len();
+    /// Forgets every sequence and the last batch's outputs.
+    pub(crate) fn clear(&mut self) {
+        self.cache.reset();
+        self.sync_tokens();
+        self.forget_outputs();
+    }
+
+    /// Index into the last batch (`i < 0` counts from the end), its token and its logits row.
+    pub(crate) fn output(&self, i: i32, n_vocab: usize) -> FfiResult<(Output, &[f32])> {
+        let n = self.outputs.len();
         if n == 0 {
             return Err(FfiError::new(
                 crate::error::BITNET_ERR_NO_LOGITS,
@@ -95,13 +114,14 @@ impl State {
             .ok_or_else(|| {
                 FfiError::invalid(format!("index {i} is outside the last batch of {n} tokens"))
             })?;
-        let row = self.rows[idx].ok_or_else(|| {
+        let out = self.outputs[idx];
+        let row = out.row.ok_or_else(|| {
             FfiError::new(
                 crate::error::BITNET_ERR_NO_LOGITS,
                 format!("token {idx} of the last batch did not request logits (batch.logits[{idx}] = 0)"),
             )
         })?;
-        Ok((idx, &self.logits[row * n_vocab..(row + 1) * n_vocab]))
+        Ok((out, &self.logits[row * n_vocab..(row + 1) * n_vocab]))
     }
 }
 
@@ -115,10 +135,10 @@ impl bitnet_context {
                 "the context is in use by another thread (use one context per thread)",
             )),
             Err(TryLockError::Poisoned(p)) => {
-                // An earlier call failed with an internal error mid-way: the sequence may be
-                // inconsistent, so it is forgotten (documented for BITNET_ERR_INTERNAL).
+                // An earlier call failed with an internal error mid-way: the sequences may be
+                // inconsistent, so they are forgotten (documented for BITNET_ERR_INTERNAL).
                 let mut g = p.into_inner();
-                g.truncate(0);
+                g.clear();
                 self.state.clear_poison();
                 Ok(g)
             }
@@ -176,9 +196,15 @@ pub unsafe extern "C" fn bitnet_context_init(
             0 => m.model.weights().max_context(),
             n => n as usize,
         };
+        if p.n_seq_max == 0 {
+            return Err(FfiError::invalid("n_seq_max must be at least 1"));
+        }
+        let n_seq_max = p.n_seq_max as usize;
+        let n_batch = (p.n_batch > 0).then_some(p.n_batch as usize);
         let cache = m
             .model
-            .new_cache(n_ctx, kv)
+            .weights()
+            .new_multi_cache(n_ctx, n_seq_max, kv)
             .map_err(FfiError::from_candle)?;
         if n_threads > 0 {
             bitnet_backend::threads::set_num_threads(n_threads);
@@ -186,11 +212,11 @@ pub unsafe extern "C" fn bitnet_context_init(
         let context = bitnet_context {
             model: m.model.clone(),
             seed: p.seed,
+            n_batch,
             state: Mutex::new(State {
                 cache,
-                tokens: Vec::new(),
-                batch_start: 0,
-                rows: Vec::new(),
+                seqs: vec![Vec::new(); n_seq_max],
+                outputs: Vec::new(),
                 logits: Vec::new(),
             }),
         };
@@ -228,46 +254,22 @@ pub unsafe extern "C" fn bitnet_n_ctx(ctx: *const bitnet_context) -> u32 {
 /// # Safety
 /// `ctx` is NULL or a live context handle.
 #[no_mangle]
-pub unsafe extern "C" fn bitnet_kv_cache_n_tokens(ctx: *const bitnet_context) -> i32 {
-    guard_or(-1, || {
+pub unsafe extern "C" fn bitnet_n_seq_max(ctx: *const bitnet_context) -> u32 {
+    guard_or(0, || {
         // SAFETY: forwarded contract.
         let c = unsafe { handle(ctx, "ctx") }?;
-        Ok(i32::try_from(c.lock()?.tokens.len()).unwrap_or(i32::MAX))
+        Ok(u32::try_from(c.lock()?.cache.n_seq_max()).unwrap_or(u32::MAX))
     })
 }
 
 /// # Safety
 /// `ctx` is NULL or a live context handle.
 #[no_mangle]
-pub unsafe extern "C" fn bitnet_kv_cache_clear(ctx: *mut bitnet_context) -> bitnet_status {
-    guard(|| {
+pub unsafe extern "C" fn bitnet_n_batch(ctx: *const bitnet_context) -> u32 {
+    guard_or(0, || {
         // SAFETY: forwarded contract.
         let c = unsafe { handle(ctx, "ctx") }?;
-        c.lock()?.truncate(0);
-        Ok(())
-    })
-}
-
-/// # Safety
-/// `ctx` is NULL or a live context handle.
-#[no_mangle]
-pub unsafe extern "C" fn bitnet_kv_cache_truncate(
-    ctx: *mut bitnet_context,
-    n_keep: bitnet_pos,
-) -> bitnet_status {
-    guard(|| {
-        // SAFETY: forwarded contract.
-        let c = unsafe { handle(ctx, "ctx") }?;
-        let n = usize::try_from(n_keep).map_err(|_| {
-            FfiError::new(
-                BITNET_ERR_POSITION,
-                format!("n_keep must be >= 0, got {n_keep}"),
-            )
-        })?;
-        let mut st = c.lock()?;
-        if n < st.tokens.len() {
-            st.truncate(n);
-        }
-        Ok(())
+        let n = c.n_batch.unwrap_or(c.lock()?.cache.capacity());
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     })
 }

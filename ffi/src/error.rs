@@ -23,6 +23,7 @@ pub const BITNET_ERR_MODEL: bitnet_status = -9;
 pub const BITNET_ERR_NO_LOGITS: bitnet_status = -10;
 pub const BITNET_ERR_BUSY: bitnet_status = -11;
 pub const BITNET_ERR_INTERNAL: bitnet_status = -12;
+pub const BITNET_ERR_SEQ_ID: bitnet_status = -13;
 
 /// A failure on its way to C: a status code and the message for `bitnet_last_error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,9 @@ impl FfiError {
         let code = match e {
             bitnet_candle::Error::InvalidArgument(_) => BITNET_ERR_INVALID_ARG,
             bitnet_candle::Error::ChatTemplate(_) => BITNET_ERR_INVALID_ARG,
+            bitnet_candle::Error::KvBudget(_) => BITNET_ERR_CONTEXT_FULL,
+            bitnet_candle::Error::Position(_) => BITNET_ERR_POSITION,
+            bitnet_candle::Error::UnknownSequence(_) => BITNET_ERR_SEQ_ID,
             _ => BITNET_ERR_INTERNAL,
         };
         Self::new(code, e.to_string())
@@ -137,6 +141,7 @@ pub extern "C" fn bitnet_status_str(status: bitnet_status) -> *const c_char {
         BITNET_ERR_NO_LOGITS => c"BITNET_ERR_NO_LOGITS",
         BITNET_ERR_BUSY => c"BITNET_ERR_BUSY",
         BITNET_ERR_INTERNAL => c"BITNET_ERR_INTERNAL",
+        BITNET_ERR_SEQ_ID => c"BITNET_ERR_SEQ_ID",
         _ => c"BITNET_ERR_UNKNOWN",
     };
     name.as_ptr()
@@ -188,7 +193,7 @@ mod tests {
 
     #[test]
     fn every_code_has_a_name() {
-        for code in -12..=0 {
+        for code in -13..=0 {
             // SAFETY: bitnet_status_str returns a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(bitnet_status_str(code)) };
             assert_ne!(name.to_str().unwrap(), "BITNET_ERR_UNKNOWN", "code {code}");

@@ -14,6 +14,7 @@ pub mod chat;
 pub mod context;
 pub mod error;
 pub mod info;
+pub mod kv_cache;
 pub mod model;
 mod params;
 mod piece;
@@ -26,6 +27,7 @@ pub use chat::*;
 pub use context::*;
 pub use error::*;
 pub use info::*;
+pub use kv_cache::*;
 pub use model::*;
 pub use sampler::*;
 pub use tokenize::*;
@@ -34,11 +36,13 @@ pub use tokenize::*;
 pub type bitnet_token = i32;
 /// A position in a sequence.
 pub type bitnet_pos = i32;
+/// A sequence of a context (`0..n_seq_max`).
+pub type bitnet_seq_id = i32;
 /// `enum bitnet_status_code` (C gives an enum with negative values the type `int`).
 pub type bitnet_status_code = std::ffi::c_int;
 
 /// Version of the API (`BITNET_API_VERSION`).
-pub const BITNET_API_VERSION: u32 = 1;
+pub const BITNET_API_VERSION: u32 = 2;
 /// "No such token".
 pub const BITNET_TOKEN_NULL: bitnet_token = -1;
 /// Sampler seed meaning "the context's seed".

@@ -190,8 +190,12 @@ pub unsafe extern "C" fn bitnet_sampler_sample(
         }
         let mut rng = s.lock()?;
         let st = c.lock()?;
-        let (idx, logits) = st.output(i, c.model.n_vocab())?;
-        let history = &st.tokens[..st.batch_start + idx + 1];
+        let (out, logits) = st.output(i, c.model.n_vocab())?;
+        // The sequence up to and including the token (the outputs are forgotten whenever a
+        // sequence loses positions, so it holds them).
+        let history = st.seqs[out.seq]
+            .get(..out.pos + 1)
+            .ok_or_else(|| FfiError::new(crate::error::BITNET_ERR_INTERNAL, "stale outputs"))?;
         let sampler = match rng.as_mut() {
             Some(sampler) => sampler,
             None => {

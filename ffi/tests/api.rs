@@ -114,19 +114,18 @@ struct Run {
 
 impl Run {
     fn new(model: &ModelHandle, n_ctx: u32, sampling: Option<bitnet_sampler_params>) -> Self {
-        let mut p = bitnet_context_params {
-            struct_size: 0,
-            n_ctx: 0,
-            n_threads: 0,
-            seed: 0,
-            type_kv: 0,
-        };
-        // SAFETY: a whole params struct.
-        assert_eq!(
-            unsafe { bitnet_context_params_init(&mut p, std::mem::size_of_val(&p)) },
-            BITNET_OK
-        );
+        Self::with_sequences(model, n_ctx, 1, sampling)
+    }
+
+    fn with_sequences(
+        model: &ModelHandle,
+        n_ctx: u32,
+        n_seq_max: u32,
+        sampling: Option<bitnet_sampler_params>,
+    ) -> Self {
+        let mut p = context_params();
         p.n_ctx = n_ctx;
+        p.n_seq_max = n_seq_max;
         let mut ctx = ptr::null_mut();
         // SAFETY: live model, valid params, writable out pointer.
         assert_eq!(
@@ -205,6 +204,25 @@ impl Run {
         }
         out
     }
+}
+
+/// The default context parameters.
+fn context_params() -> bitnet_context_params {
+    let mut p = bitnet_context_params {
+        struct_size: 0,
+        n_ctx: 0,
+        n_threads: 0,
+        seed: 0,
+        type_kv: 0,
+        n_seq_max: 0,
+        n_batch: 0,
+    };
+    // SAFETY: a whole params struct.
+    assert_eq!(
+        unsafe { bitnet_context_params_init(&mut p, std::mem::size_of_val(&p)) },
+        BITNET_OK
+    );
+    p
 }
 
 impl Drop for Run {
@@ -522,4 +540,148 @@ fn a_context_used_from_two_threads_at_once_is_busy_not_racy() {
         busy.load(Ordering::Relaxed) > 0,
         "the threads never met inside the context"
     );
+}
+
+/// A batch of any sequences, its arrays owned here.
+#[derive(Default)]
+struct SeqBatch {
+    token: Vec<bitnet_token>,
+    pos: Vec<bitnet_pos>,
+    seq_id: Vec<bitnet_seq_id>,
+    logits: Vec<i8>,
+}
+
+impl SeqBatch {
+    fn add(&mut self, token: bitnet_token, pos: usize, seq: i32, logits: bool) {
+        self.token.push(token);
+        self.pos.push(pos as bitnet_pos);
+        self.seq_id.push(seq);
+        self.logits.push(i8::from(logits));
+    }
+
+    fn decode(&mut self, run: &Run) -> bitnet_status {
+        let b = bitnet_seq_batch {
+            n_tokens: self.token.len() as i32,
+            token: self.token.as_mut_ptr(),
+            pos: self.pos.as_mut_ptr(),
+            seq_id: self.seq_id.as_mut_ptr(),
+            logits: self.logits.as_mut_ptr(),
+        };
+        // SAFETY: live context; arrays of n_tokens elements.
+        unsafe { bitnet_decode_seqs(run.ctx, &b) }
+    }
+}
+
+#[test]
+fn sequences_decoded_together_equal_their_solo_runs() {
+    let m = ModelHandle::load();
+    let n_vocab = m.n_vocab();
+    let texts = [
+        "In 2025 the team measured",
+        "Hi",
+        "The quick brown fox jumps over the lazy dog, twice, and then",
+    ];
+    let prompts: Vec<Vec<bitnet_token>> = texts.iter().map(|t| m.tokenize(t, true, true)).collect();
+    let together = Run::with_sequences(&m, 256, 3, None);
+    // Every prompt token with logits, the sequences interleaved token by token.
+    let mut batch = SeqBatch::default();
+    let longest = prompts.iter().map(Vec::len).max().unwrap();
+    for j in 0..longest {
+        for (s, p) in prompts.iter().enumerate() {
+            if let Some(&t) = p.get(j) {
+                batch.add(t, j, s as i32, true);
+            }
+        }
+    }
+    assert_eq!(batch.decode(&together), BITNET_OK, "{}", last_error());
+    for (s, p) in prompts.iter().enumerate() {
+        let alone = Run::new(&m, 64, None);
+        let mut tokens = p.clone();
+        let mut all = vec![1i8; p.len()];
+        assert_eq!(alone.decode(&mut tokens, None, Some(&mut all)), BITNET_OK);
+        for j in 0..p.len() {
+            let i = batch
+                .seq_id
+                .iter()
+                .zip(&batch.pos)
+                .position(|(&q, &pos)| q == s as i32 && pos == j as i32);
+            assert_eq!(
+                together.logits(i.unwrap() as i32, n_vocab),
+                alone.logits(j as i32, n_vocab),
+                "sequence {s}, position {j}"
+            );
+        }
+    }
+    // Greedy generation, one sequence-batch per step, each sequence sampled from its row;
+    // sequence s stops after 8 - 2s tokens.
+    let mut samplers = Vec::new();
+    for _ in 0..3 {
+        let mut smpl = ptr::null_mut();
+        // SAFETY: writable out pointer.
+        assert_eq!(unsafe { bitnet_sampler_init_greedy(&mut smpl) }, BITNET_OK);
+        samplers.push(smpl);
+    }
+    let mut out: Vec<Vec<bitnet_token>> = vec![Vec::new(); 3];
+    let mut rows: Vec<(usize, i32)> = prompts
+        .iter()
+        .enumerate()
+        .map(|(s, p)| {
+            let last = batch
+                .seq_id
+                .iter()
+                .zip(&batch.pos)
+                .position(|(&q, &pos)| q == s as i32 && pos == p.len() as i32 - 1);
+            (s, last.unwrap() as i32)
+        })
+        .collect();
+    while !rows.is_empty() {
+        let mut next = SeqBatch::default();
+        for &(s, row) in &rows {
+            let mut t = -1;
+            // SAFETY: live handles, writable out pointer.
+            let st = unsafe { bitnet_sampler_sample(samplers[s], together.ctx, row, &mut t) };
+            assert_eq!(st, BITNET_OK, "{}", last_error());
+            // SAFETY: live handle.
+            if unsafe { bitnet_token_is_eog(m.0, t) } || out[s].len() == 8 - 2 * s {
+                continue;
+            }
+            out[s].push(t);
+            next.add(t, prompts[s].len() + out[s].len() - 1, s as i32, true);
+        }
+        rows = next
+            .seq_id
+            .iter()
+            .enumerate()
+            .map(|(k, &s)| (s as usize, k as i32))
+            .collect();
+        if !rows.is_empty() {
+            assert_eq!(next.decode(&together), BITNET_OK, "{}", last_error());
+        }
+    }
+    for (s, p) in prompts.iter().enumerate() {
+        let alone = Run::new(&m, 64, None);
+        assert_eq!(out[s], alone.generate(&m, p, 8 - 2 * s), "sequence {s}");
+    }
+    for smpl in samplers {
+        // SAFETY: live handle, freed once.
+        unsafe { bitnet_sampler_free(smpl) };
+    }
+}
+
+#[test]
+fn an_api1_sized_params_struct_gets_one_sequence_and_no_batch_limit() {
+    let m = ModelHandle::load();
+    let mut p = context_params();
+    // What a host built against bitnet.h API 1 sends: the struct up to type_kv.
+    p.struct_size = std::mem::offset_of!(bitnet_context_params, type_kv) + 4;
+    p.n_ctx = 40;
+    p.n_seq_max = 9; // bytes past the API 1 struct: must be ignored
+    let mut ctx = ptr::null_mut();
+    // SAFETY: a params struct of at least struct_size bytes; writable out pointer.
+    assert_eq!(unsafe { bitnet_context_init(m.0, &p, &mut ctx) }, BITNET_OK);
+    // SAFETY: live context (every call below), freed once at the end.
+    unsafe {
+        assert_eq!((bitnet_n_seq_max(ctx), bitnet_n_batch(ctx)), (1, 40));
+        bitnet_free(ctx);
+    }
 }

@@ -26,8 +26,14 @@ const STATIC_LIBS: &[&str] = &[
     "-lc",
 ];
 
-/// Compiles `tests/c/<source>` into the scratch dir with warnings as errors.
+/// Compiles `tests/c/<source>` against include/bitnet.h into the scratch dir with warnings as
+/// errors.
 fn compile(source: &str, link: Link) -> PathBuf {
+    compile_with(source, link, &common::repo_root().join("include"), "")
+}
+
+/// [`compile`] against the bitnet.h in `include` (`tag` names the executable).
+fn compile_with(source: &str, link: Link, include: &Path, tag: &str) -> PathBuf {
     let root = common::repo_root();
     let lib_dir = common::lib_dir();
     let cxx = source.ends_with(".cpp");
@@ -48,7 +54,7 @@ fn compile(source: &str, link: Link) -> PathBuf {
         Link::Shared => "",
         Link::Static => "-static",
     };
-    let exe = out_dir.join(format!("{stem}{suffix}-{}", std::process::id()));
+    let exe = out_dir.join(format!("{stem}{suffix}{tag}-{}", std::process::id()));
     let mut cmd = Command::new(&compiler);
     cmd.args([
         std,
@@ -61,7 +67,7 @@ fn compile(source: &str, link: Link) -> PathBuf {
         "-pthread",
     ])
     .arg("-I")
-    .arg(root.join("include"))
+    .arg(include)
     .arg(root.join("tests/c").join(source))
     .arg("-o")
     .arg(&exe);
@@ -147,6 +153,43 @@ fn simple_c_linked_statically_prints_the_same_tokens() {
 }
 
 #[test]
+fn a_host_built_against_api_1_runs_unchanged() {
+    let api1 = common::repo_root().join("tests/c/api1");
+    let exe = compile_with("simple.c", Link::Shared, &api1, "-api1");
+    let out = run(Command::new(exe).arg(common::gguf()).arg(PROMPT).arg("16"));
+    assert_eq!(stdout(&out), expected_stdout(16, SamplingParams::default()));
+}
+
+/// Prompts of different lengths for batched.c, and what each must generate.
+fn batched_case(n_predict: usize) -> (Vec<&'static str>, String) {
+    let prompts = vec![
+        PROMPT,
+        "Hi",
+        "The quick brown fox jumps over the lazy dog, twice, and then",
+        "1 2 3",
+    ];
+    let mut want = String::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let (ids, _) = common::rust_generate(p, n_predict - i, SamplingParams::default());
+        let ids: String = ids.iter().map(|t| format!(" {t}")).collect();
+        want.push_str(&format!("ids[{i}]:{ids}\n"));
+    }
+    want.push_str("batched: ok\n");
+    (prompts, want)
+}
+
+#[test]
+fn batched_c_decodes_four_prompts_in_one_context_like_their_solo_runs() {
+    let exe = compile("batched.c", Link::Shared);
+    let (prompts, want) = batched_case(14);
+    let out = run(Command::new(exe)
+        .arg(common::gguf())
+        .arg("14")
+        .args(prompts));
+    assert_eq!(stdout(&out), want);
+}
+
+#[test]
 fn simple_cpp_threads_sharing_one_model_print_the_rust_tokens() {
     let exe = compile("simple_cpp.cpp", Link::Shared);
     let out = run(Command::new(exe)
@@ -219,4 +262,10 @@ fn valgrind_reports_no_errors_or_leaks() {
         &[gguf, PROMPT.as_ref(), "4".as_ref(), "2".as_ref()],
     );
     assert_eq!(stdout(&out), expected_stdout(4, SamplingParams::default()));
+
+    let batched = compile("batched.c", Link::Shared);
+    let (prompts, want) = batched_case(5);
+    let mut args = vec![gguf, "5".as_ref()];
+    args.extend(prompts.iter().map(|p| std::ffi::OsStr::new(p)));
+    assert_eq!(stdout(&memcheck(&vg, &batched, &args)), want);
 }

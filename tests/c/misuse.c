@@ -43,6 +43,7 @@ static void version_and_errors(void) {
     EXPECT(bitnet_api_version() == BITNET_API_VERSION);
     EXPECT(strstr(bitnet_system_info(), "kernel = ") != NULL);
     EXPECT(strcmp(bitnet_status_str(BITNET_ERR_TOKEN), "BITNET_ERR_TOKEN") == 0);
+    EXPECT(strcmp(bitnet_status_str(BITNET_ERR_SEQ_ID), "BITNET_ERR_SEQ_ID") == 0);
     EXPECT(strcmp(bitnet_status_str(12345), "BITNET_ERR_UNKNOWN") == 0);
     EXPECT(bitnet_last_error() != NULL);
 }
@@ -310,6 +311,110 @@ static void contexts(const struct bitnet_model *m) {
     bitnet_free(ctx);
 }
 
+/* API 2: several sequences in one context. */
+static void sequences(const struct bitnet_model *m) {
+    struct bitnet_context_params p = bitnet_context_default_params();
+    EXPECT(p.n_seq_max == 1 && p.n_batch == 0);
+    p.n_seq_max = 0;
+    struct bitnet_context *ctx = NULL;
+    EXPECT_STATUS(bitnet_context_init(m, &p, &ctx), BITNET_ERR_INVALID_ARG);
+    p = bitnet_context_default_params();
+    p.n_ctx = 32;
+    p.n_seq_max = 2;
+    p.n_batch = 8;
+    EXPECT_STATUS(bitnet_context_init(m, &p, &ctx), BITNET_OK);
+    EXPECT(bitnet_n_seq_max(ctx) == 2 && bitnet_n_batch(ctx) == 8);
+    EXPECT(bitnet_n_seq_max(NULL) == 0);
+
+    bitnet_token toks[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    bitnet_pos pos[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    bitnet_seq_id seq[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    struct bitnet_seq_batch b = {3, toks, pos, seq, NULL};
+    EXPECT_STATUS(bitnet_decode_seqs(NULL, &b), BITNET_ERR_NULL_ARG);
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, NULL), BITNET_ERR_NULL_ARG);
+    b.seq_id = NULL;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b), BITNET_ERR_NULL_ARG);
+    b.seq_id = seq;
+    b.n_tokens = 9; /* n_batch is 8 */
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b), BITNET_ERR_INVALID_ARG);
+    b.n_tokens = 3;
+    bitnet_seq_id bad_seq[3] = {0, 2, 0};
+    b.seq_id = bad_seq;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b), BITNET_ERR_SEQ_ID);
+    bad_seq[1] = -1;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b), BITNET_ERR_SEQ_ID);
+    b.seq_id = seq;
+    bitnet_pos gap[3] = {0, 2, 3};
+    b.pos = gap;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b), BITNET_ERR_POSITION);
+    b.pos = pos;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b), BITNET_OK);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 0) == 2);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 1) == -1);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 5) == -1 && strstr(bitnet_last_error(), "5") != NULL);
+
+    /* 32 positions for 2 sequences: 2 + 1 pages of 16. Sequence 1 takes one page, rewinds,
+     * then grows into a second; sequence 0 cannot grow past its one page then. */
+    bitnet_seq_id ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    struct bitnet_seq_batch b1 = {8, toks, pos, ones, NULL};
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b1), BITNET_OK);
+    b1.pos = pos + 1; /* positions 1..8: a rewind to 1 first */
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b1), BITNET_OK);
+    bitnet_pos far[8] = {9, 10, 11, 12, 13, 14, 15, 16};
+    b1.pos = far;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b1), BITNET_OK);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 1) == 16);
+    bitnet_seq_id zeros8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    struct bitnet_seq_batch b0 = {8, toks, pos + 2, zeros8, NULL};
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b0), BITNET_OK); /* 2..9: still one page */
+    bitnet_pos next[8] = {10, 11, 12, 13, 14, 15, 16, 17};
+    b0.pos = next;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &b0), BITNET_ERR_CONTEXT_FULL);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 0) == 9);
+    const float *logits = NULL;
+    EXPECT_STATUS(bitnet_get_logits(ctx, &logits), BITNET_ERR_NO_LOGITS);
+
+    /* Per-sequence KV calls. */
+    EXPECT_STATUS(bitnet_kv_cache_seq_rm(ctx, 1, 2, 4), BITNET_ERR_POSITION); /* a hole */
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 1) == 16);
+    EXPECT_STATUS(bitnet_kv_cache_seq_rm(ctx, 1, 4, -1), BITNET_OK);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 1) == 3);
+    EXPECT_STATUS(bitnet_kv_cache_seq_rm(ctx, 1, 20, 30), BITNET_OK); /* past the end */
+    EXPECT_STATUS(bitnet_kv_cache_seq_rm(ctx, 3, 0, -1), BITNET_ERR_SEQ_ID);
+    EXPECT_STATUS(bitnet_kv_cache_seq_rm(NULL, 0, 0, -1), BITNET_ERR_NULL_ARG);
+    EXPECT_STATUS(bitnet_kv_cache_seq_cp(ctx, 0, 1, 1, -1), BITNET_ERR_POSITION);
+    EXPECT_STATUS(bitnet_kv_cache_seq_cp(ctx, 0, 7, 0, -1), BITNET_ERR_SEQ_ID);
+    EXPECT_STATUS(bitnet_kv_cache_seq_cp(ctx, 0, 1, 0, 2), BITNET_OK);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 1) == 1);
+    EXPECT_STATUS(bitnet_kv_cache_seq_keep(ctx, 1), BITNET_OK);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 0) == -1 && bitnet_kv_cache_seq_pos_max(ctx, 1) == 1);
+    EXPECT_STATUS(bitnet_kv_cache_seq_keep(ctx, -1), BITNET_ERR_SEQ_ID);
+    EXPECT_STATUS(bitnet_kv_cache_seq_rm(ctx, -1, -1, -1), BITNET_OK);
+    EXPECT(bitnet_kv_cache_seq_pos_max(ctx, 1) == -1);
+
+    /* Batches allocated by the library. */
+    struct bitnet_seq_batch owned;
+    EXPECT_STATUS(bitnet_seq_batch_init(-1, &owned), BITNET_ERR_INVALID_ARG);
+    EXPECT_STATUS(bitnet_seq_batch_init(2, NULL), BITNET_ERR_NULL_ARG);
+    EXPECT_STATUS(bitnet_seq_batch_init(2, &owned), BITNET_OK);
+    EXPECT(owned.n_tokens == 0 && owned.seq_id != NULL && owned.seq_id[1] == 0);
+    owned.token[0] = 5;
+    owned.token[1] = 6;
+    owned.pos[0] = 0;
+    owned.pos[1] = 0;
+    owned.seq_id[1] = 1;
+    owned.n_tokens = 2;
+    owned.logits[0] = 1;
+    EXPECT_STATUS(bitnet_decode_seqs(ctx, &owned), BITNET_OK);
+    EXPECT_STATUS(bitnet_get_logits_ith(ctx, 0, &logits), BITNET_OK);
+    EXPECT_STATUS(bitnet_get_logits_ith(ctx, 1, &logits), BITNET_ERR_NO_LOGITS);
+    bitnet_seq_batch_free(&owned);
+    EXPECT(owned.token == NULL && owned.seq_id == NULL);
+    bitnet_seq_batch_free(&owned);
+    bitnet_seq_batch_free(NULL);
+    bitnet_free(ctx);
+}
+
 /* A context keeps working after its model handle is freed. */
 static void context_outlives_model(const char *model_path) {
     struct bitnet_model *m = NULL;
@@ -341,6 +446,7 @@ int main(int argc, char **argv) {
     }
     vocabulary(m);
     contexts(m);
+    sequences(m);
     bitnet_model_free(m);
     context_outlives_model(argv[1]);
 

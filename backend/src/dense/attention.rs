@@ -1,21 +1,49 @@
 //! Causal attention of one query row over cached keys and values, in f32.
 //!
-//! Keys come transposed (`[head_dim, stride]`, position-contiguous), so the scores of one query
-//! against every visible position are `head_dim` row `axpy`s with no horizontal sums; the weighted
-//! sum of values is one `axpy` per position. The same body is compiled for AVX-512F and for
-//! AVX2+FMA (chosen at run time) and portably; only the summation order differs between them.
+//! The cache is paged: a sequence's positions live in pages of [`PAGE`] positions, anywhere in
+//! the cache's buffers, so sequences can grow, shrink and share prefixes without moving data.
+//! Within a page, keys are transposed (`[head_dim, PAGE]`, one 64-byte line per dimension), so
+//! the scores of one query against a page are `head_dim` row `axpy`s with no horizontal sums;
+//! values are `[PAGE, head_dim]`, so the weighted sum of values is one `axpy` per position. The
+//! same body is compiled for AVX-512F and for AVX2+FMA (chosen at run time) and portably; only
+//! the summation order differs between them, and within one of them the result does not depend
+//! on where the pages lie or how they are grouped.
 
-/// Keys and values of one key/value head, positions `0..len`.
+/// Positions per page of a paged KV cache.
+pub const PAGE: usize = 16;
+
+/// Keys and values of one key/value head, positions `0..len`, in pages.
+///
+/// Page `i` (positions `i·PAGE..`) starts at element `pages[i] · page_stride + head_offset` of
+/// both `keys` and `values`, and spans `head_dim · PAGE` elements of each: keys transposed
+/// (dimension `c` of the page's position `j` at `c · PAGE + j`), values row-major (`j · head_dim
+/// + c`). Elements of a page past `len` are read but never used, so they may hold anything.
 #[derive(Debug, Clone, Copy)]
 pub struct KvHead<'a> {
-    /// Dimension `c` of position `j` is `keys_t[c * key_stride + j]`.
-    pub keys_t: &'a [f32],
-    /// Row stride of `keys_t` (at least `len`).
-    pub key_stride: usize,
-    /// `[len, head_dim]` row-major.
+    /// The buffer holding the pages' keys.
+    pub keys: &'a [f32],
+    /// The buffer holding the pages' values (same layout of pages as `keys`).
     pub values: &'a [f32],
+    /// Page ids, in position order; at least `len.div_ceil(PAGE)` of them.
+    pub pages: &'a [u32],
+    /// Elements from the start of page id `p` to the start of page id `p + 1`.
+    pub page_stride: usize,
+    /// Offset of this head's block within every page.
+    pub head_offset: usize,
     /// Positions held.
     pub len: usize,
+}
+
+impl KvHead<'_> {
+    /// First element of page `i` (checked against both buffers for `head_dim`-wide pages).
+    fn page_start(&self, i: usize, head_dim: usize) -> usize {
+        let at = self.pages[i] as usize * self.page_stride + self.head_offset;
+        assert!(
+            at + head_dim * PAGE <= self.keys.len().min(self.values.len()),
+            "attend: page {i} lies outside the cache buffers"
+        );
+        at
+    }
 }
 
 /// `out = softmax(scale · q·Kᵀ) · V` over the first `visible` positions of `kv`
@@ -32,13 +60,12 @@ pub fn attend(
 ) {
     let d = q.len();
     assert!(
-        visible >= 1
+        d > 0
+            && visible >= 1
             && visible <= kv.len
             && out.len() == d
             && scores.len() >= visible
-            && kv.key_stride >= kv.len
-            && kv.keys_t.len() >= (d - 1) * kv.key_stride + kv.len
-            && kv.values.len() >= kv.len * d,
+            && kv.pages.len() >= visible.div_ceil(PAGE),
         "attend: inconsistent shapes"
     );
     #[cfg(target_arch = "x86_64")]
@@ -92,12 +119,12 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Keys scored together: their sums stay in registers across every dimension (four AVX-512
+/// Pages scored together: their sums stay in registers across every dimension (four AVX-512
 /// registers, four independent FMA chains).
-const KEY_BLOCK: usize = 64;
+const PAGE_GROUP: usize = 4;
 
 // Every score and every output value is summed in the same order (dimension by dimension,
-// position by position) whatever the blocking, so all blockings give identical results.
+// position by position) whatever the grouping of pages, so all groupings give identical results.
 #[inline(always)]
 fn attend_body<const FMA: bool>(
     q: &[f32],
@@ -107,27 +134,38 @@ fn attend_body<const FMA: bool>(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let (d, stride) = (q.len(), kv.key_stride);
+    let d = q.len();
     let s = &mut scores[..visible];
-    let full = visible / KEY_BLOCK * KEY_BLOCK;
-    for j0 in (0..full).step_by(KEY_BLOCK) {
-        let mut acc = [0f32; KEY_BLOCK];
+    let full_groups = visible / (PAGE * PAGE_GROUP);
+    for g in 0..full_groups {
+        let starts: [usize; PAGE_GROUP] =
+            std::array::from_fn(|i| kv.page_start(g * PAGE_GROUP + i, d));
+        let mut acc = [[0f32; PAGE]; PAGE_GROUP];
         for (c, &qc) in q.iter().enumerate() {
-            let at = c * stride + j0;
-            let k: &[f32; KEY_BLOCK] = kv.keys_t[at..at + KEY_BLOCK].try_into().expect("block");
-            for l in 0..KEY_BLOCK {
+            for (a, &at) in acc.iter_mut().zip(&starts) {
+                let k: &[f32; PAGE] = kv.keys[at + c * PAGE..][..PAGE].try_into().expect("page");
+                for l in 0..PAGE {
+                    a[l] = madd::<FMA>(qc, k[l], a[l]);
+                }
+            }
+        }
+        let j0 = g * PAGE * PAGE_GROUP;
+        for (i, a) in acc.iter().enumerate() {
+            s[j0 + i * PAGE..j0 + (i + 1) * PAGE].copy_from_slice(a);
+        }
+    }
+    // The remaining pages, one at a time (the last one possibly partial).
+    for p in full_groups * PAGE_GROUP..visible.div_ceil(PAGE) {
+        let at = kv.page_start(p, d);
+        let mut acc = [0f32; PAGE];
+        for (c, &qc) in q.iter().enumerate() {
+            let k: &[f32; PAGE] = kv.keys[at + c * PAGE..][..PAGE].try_into().expect("page");
+            for l in 0..PAGE {
                 acc[l] = madd::<FMA>(qc, k[l], acc[l]);
             }
         }
-        s[j0..j0 + KEY_BLOCK].copy_from_slice(&acc);
-    }
-    let tail = &mut s[full..];
-    tail.fill(0.0);
-    for (c, &qc) in q.iter().enumerate() {
-        let row = &kv.keys_t[c * stride + full..c * stride + visible];
-        for (x, &k) in tail.iter_mut().zip(row) {
-            *x = madd::<FMA>(qc, k, *x);
-        }
+        let n = (visible - p * PAGE).min(PAGE);
+        s[p * PAGE..p * PAGE + n].copy_from_slice(&acc[..n]);
     }
 
     let mut max = f32::NEG_INFINITY;
@@ -144,36 +182,38 @@ fn attend_body<const FMA: bool>(
 
     let mut c0 = 0;
     while c0 + 128 <= d {
-        weighted_values::<128, FMA>(s, kv.values, d, c0, inv, out);
+        weighted_values::<128, FMA>(s, kv, d, c0, inv, out);
         c0 += 128;
     }
     while c0 + 32 <= d {
-        weighted_values::<32, FMA>(s, kv.values, d, c0, inv, out);
+        weighted_values::<32, FMA>(s, kv, d, c0, inv, out);
         c0 += 32;
     }
     while c0 < d {
-        weighted_values::<1, FMA>(s, kv.values, d, c0, inv, out);
+        weighted_values::<1, FMA>(s, kv, d, c0, inv, out);
         c0 += 1;
     }
 }
 
-/// `out[c0..c0 + B] = inv · Σ_j w[j] · values[j, c0..c0 + B]`, the B sums kept in registers.
+/// `out[c0..c0 + B] = inv · Σ_j w[j] · values[j, c0..c0 + B]`, the B sums kept in registers
+/// across every page.
 #[inline(always)]
 fn weighted_values<const B: usize, const FMA: bool>(
     w: &[f32],
-    values: &[f32],
+    kv: &KvHead<'_>,
     d: usize,
     c0: usize,
     inv: f32,
     out: &mut [f32],
 ) {
     let mut acc = [0f32; B];
-    for (j, &p) in w.iter().enumerate() {
-        let v: &[f32; B] = values[j * d + c0..j * d + c0 + B]
-            .try_into()
-            .expect("block");
-        for l in 0..B {
-            acc[l] = madd::<FMA>(p, v[l], acc[l]);
+    for (p, wp) in w.chunks(PAGE).enumerate() {
+        let at = kv.page_start(p, d) + c0;
+        for (j, &pj) in wp.iter().enumerate() {
+            let v: &[f32; B] = kv.values[at + j * d..][..B].try_into().expect("block");
+            for l in 0..B {
+                acc[l] = madd::<FMA>(pj, v[l], acc[l]);
+            }
         }
     }
     for (o, a) in out[c0..c0 + B].iter_mut().zip(acc) {
@@ -187,32 +227,55 @@ mod tests {
 
     #[test]
     fn matches_a_direct_softmax_in_f64() {
-        for (d, len, stride) in [(24usize, 9usize, 13usize), (168, 70, 75), (26, 130, 130)] {
-            check(d, len, stride);
+        // Head dims exercising the 128-, 32- and 1-wide value blocks; lengths with whole page
+        // groups, single pages and a partial last page.
+        for (d, len) in [(24usize, 9usize), (168, 70), (26, 130), (128, 64)] {
+            check(d, len);
         }
     }
 
-    fn check(d: usize, len: usize, stride: usize) {
+    /// Pages scattered through the buffers in reverse order, other heads' blocks between them.
+    fn check(d: usize, len: usize) {
         let val = |i: usize| ((i as f32) * 0.731).sin();
+        let n_pages = len.div_ceil(PAGE);
+        let (n_heads, head) = (3usize, 1usize);
+        let page_stride = n_heads * d * PAGE;
+        let pages: Vec<u32> = (0..n_pages as u32).rev().collect();
+        let mut keys_buf = vec![f32::NAN; (n_pages + 1) * page_stride];
+        let mut values_buf = keys_buf.clone();
         let keys: Vec<Vec<f32>> = (0..len)
             .map(|j| (0..d).map(|c| val(j * d + c)).collect())
             .collect();
-        let mut keys_t = vec![f32::NAN; d * stride];
-        for (j, k) in keys.iter().enumerate() {
+        let values: Vec<f32> = (0..len * d).map(|i| val(i + 1000)).collect();
+        for j in 0..len {
+            let at = pages[j / PAGE] as usize * page_stride + head * d * PAGE;
             for c in 0..d {
-                keys_t[c * stride + j] = k[c];
+                keys_buf[at + c * PAGE + j % PAGE] = keys[j][c];
+                values_buf[at + (j % PAGE) * d + c] = values[j * d + c];
             }
         }
-        let values: Vec<f32> = (0..len * d).map(|i| val(i + 1000)).collect();
+        // Unused slots of the last page hold finite garbage (NaN elsewhere proves they are
+        // the only unused elements read).
+        let last = pages[n_pages - 1] as usize * page_stride + head * d * PAGE;
+        for x in &mut keys_buf[last..last + d * PAGE] {
+            if x.is_nan() {
+                *x = 1e3;
+            }
+        }
         let q: Vec<f32> = (0..d).map(|c| val(c + 5000) * 3.0).collect();
         let kv = KvHead {
-            keys_t: &keys_t,
-            key_stride: stride,
-            values: &values,
+            keys: &keys_buf,
+            values: &values_buf,
+            pages: &pages,
+            page_stride,
+            head_offset: head * d * PAGE,
             len,
         };
         let scale = 1.0 / (d as f32).sqrt();
-        for visible in [1, 4, 64, 65, len].into_iter().filter(|&v| v <= len) {
+        for visible in [1, 4, 16, 17, 64, 65, len]
+            .into_iter()
+            .filter(|&v| v <= len)
+        {
             let logits: Vec<f64> = keys[..visible]
                 .iter()
                 .map(|k| {
@@ -235,10 +298,47 @@ mod tests {
                     .sum();
                 assert!(
                     (out[c] as f64 - want).abs() < 1e-5,
-                    "visible {visible}, dim {c}: {} vs {want}",
+                    "d {d}, visible {visible}, dim {c}: {} vs {want}",
                     out[c]
                 );
             }
         }
+    }
+
+    #[test]
+    fn page_placement_does_not_change_the_result() {
+        let (d, len) = (64usize, 100usize);
+        let n_pages = len.div_ceil(PAGE);
+        let stride = d * PAGE;
+        let fill = |pages: &[u32]| {
+            let mut k = vec![0f32; 2 * n_pages * stride];
+            let mut v = k.clone();
+            for j in 0..len {
+                let at = pages[j / PAGE] as usize * stride;
+                for c in 0..d {
+                    k[at + c * PAGE + j % PAGE] = ((j * 7 + c) as f32 * 0.37).cos();
+                    v[at + (j % PAGE) * d + c] = ((j * 3 + c) as f32 * 0.11).sin();
+                }
+            }
+            (k, v)
+        };
+        let q: Vec<f32> = (0..d).map(|c| (c as f32 * 0.5).sin()).collect();
+        let run = |pages: &[u32]| {
+            let (k, v) = fill(pages);
+            let kv = KvHead {
+                keys: &k,
+                values: &v,
+                pages,
+                page_stride: stride,
+                head_offset: 0,
+                len,
+            };
+            let mut out = vec![0f32; d];
+            attend(&q, &kv, len, 0.125, &mut vec![0f32; len], &mut out);
+            out
+        };
+        let in_order: Vec<u32> = (0..n_pages as u32).collect();
+        let scattered: Vec<u32> = (0..n_pages as u32).map(|p| 2 * p + 1).collect();
+        assert_eq!(run(&in_order), run(&scattered), "bit-identical");
     }
 }

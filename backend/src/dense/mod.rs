@@ -273,9 +273,24 @@ fn rows_kernel(
     let mut scalar_from = r0;
     #[cfg(target_arch = "x86_64")]
     if matches!(kernel, DenseKernel::Avx512 | DenseKernel::Avx2) {
+        // Several tokens (batched decode, prefill logits): on AVX-512, float rows are widened
+        // once for two tokens at a time (same sums, bit for bit).
+        let pairs = match kernel == DenseKernel::Avx512 && w.ty != DenseType::Q8_0 {
+            true => n_tokens / 2,
+            false => 0,
+        };
         for k in 0..run {
             let rs: [usize; ROW_GROUP] = std::array::from_fn(|j| r0 + j * run + k);
-            for t in 0..n_tokens {
+            for p in 0..pairs {
+                let mut dots = [[0f32; ROW_GROUP]; 2];
+                x86::dot4x2_avx512(w, rs, [token(2 * p), token(2 * p + 1)], &mut dots);
+                for (t, d) in dots.into_iter().enumerate() {
+                    for (r, dot) in rs.into_iter().zip(d) {
+                        put(2 * p + t, r, dot);
+                    }
+                }
+            }
+            for t in 2 * pairs..n_tokens {
                 let mut dots = [0f32; ROW_GROUP];
                 match kernel {
                     DenseKernel::Avx512 => x86::dot4_avx512(w, rs, token(t), &mut dots),
@@ -410,6 +425,37 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn several_tokens_give_each_token_its_single_token_result_bit_for_bit() {
+        // Batched decode relies on this: a row's logits must not depend on its batch.
+        for ty in [
+            DenseType::F16,
+            DenseType::F32,
+            DenseType::BF16,
+            DenseType::Q8_0,
+        ] {
+            // 184 columns: the 32-wide loop, a 16-wide step and a scalar tail (Q8_0: blocks).
+            let (rows, cols) = (37, if ty == DenseType::Q8_0 { 160 } else { 184 });
+            let bytes = encode(ty, &values(rows * cols, 5));
+            let w = DenseMatrix::new(ty, &bytes, rows, cols).unwrap();
+            let n_tokens = 5;
+            let x = values(n_tokens * cols, 6);
+            for kernel in available() {
+                let mut all = vec![0f32; n_tokens * rows];
+                matmul_with(kernel, &w, &x, n_tokens, &mut all).unwrap();
+                for t in 0..n_tokens {
+                    let mut one = vec![0f32; rows];
+                    matmul_with(kernel, &w, &x[t * cols..(t + 1) * cols], 1, &mut one).unwrap();
+                    assert_eq!(
+                        one,
+                        all[t * rows..(t + 1) * rows],
+                        "{kernel:?} {ty:?} token {t}"
+                    );
                 }
             }
         }

@@ -48,6 +48,24 @@ pub(super) fn dot4_avx512(
     }
 }
 
+/// Dot products of rows `r[0..4]` of `w` with two activation vectors `x[0]`, `x[1]` (AVX-512F,
+/// float types only): each weight vector is widened once for both. Every dot product is summed
+/// exactly as [`dot4_avx512`] sums it, so the results are bit-identical to two calls of it.
+pub(super) fn dot4x2_avx512(
+    w: &DenseMatrix<'_>,
+    r: [usize; ROW_GROUP],
+    x: [&[f32]; 2],
+    out: &mut [[f32; ROW_GROUP]; 2],
+) {
+    assert!(has_avx512(), "AVX-512F kernel called on a CPU without it");
+    assert!(w.ty != DenseType::Q8_0, "dot4x2 takes float rows only");
+    let rows = row_ptrs(w, r, x[0]);
+    assert_eq!(x[1].len(), x[0].len(), "dense x86 kernel out of bounds");
+    // SAFETY: the CPU supports AVX-512F and F16C (checked above); `row_ptrs` checked the rows
+    // and `x[0]` are in bounds, and `x[1]` has the same length.
+    unsafe { float2_avx512(w.ty, rows, x, out) }
+}
+
 /// Dot products of rows `r[0..4]` of `w` with `x` (AVX2 + FMA + F16C).
 pub(super) fn dot4_avx2(
     w: &DenseMatrix<'_>,
@@ -115,6 +133,56 @@ unsafe fn float_avx512(ty: DenseType, rows: [*const u8; 4], x: &[f32], out: &mut
             let row = std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty));
             s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &x[c..]);
             out[i] = s;
+        }
+    }
+}
+
+/// [`float_avx512`] for two tokens sharing every weight load (same operations per token).
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn float2_avx512(
+    ty: DenseType,
+    rows: [*const u8; 4],
+    x: [&[f32]; 2],
+    out: &mut [[f32; 4]; 2],
+) {
+    let cols = x[0].len();
+    let xp = x.map(|v| v.as_ptr());
+    let mut a = [[_mm512_setzero_ps(); 4]; 2];
+    let mut b = [[_mm512_setzero_ps(); 4]; 2];
+    let mut c = 0;
+    // SAFETY (whole body): as in `float_avx512`, for both activation vectors.
+    unsafe {
+        while c + 32 <= cols {
+            let x0 = xp.map(|p| _mm512_loadu_ps(p.add(c)));
+            let x1 = xp.map(|p| _mm512_loadu_ps(p.add(c + 16)));
+            for i in 0..4 {
+                prefetch(rows[i], c * elem_bytes(ty), 32 * elem_bytes(ty));
+                let w0 = load16(ty, rows[i], c);
+                let w1 = load16(ty, rows[i], c + 16);
+                for t in 0..2 {
+                    a[t][i] = _mm512_fmadd_ps(w0, x0[t], a[t][i]);
+                    b[t][i] = _mm512_fmadd_ps(w1, x1[t], b[t][i]);
+                }
+            }
+            c += 32;
+        }
+        if c + 16 <= cols {
+            let x0 = xp.map(|p| _mm512_loadu_ps(p.add(c)));
+            for i in 0..4 {
+                let w0 = load16(ty, rows[i], c);
+                for t in 0..2 {
+                    a[t][i] = _mm512_fmadd_ps(w0, x0[t], a[t][i]);
+                }
+            }
+            c += 16;
+        }
+        for t in 0..2 {
+            for i in 0..4 {
+                let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[t][i], b[t][i]));
+                let row = std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty));
+                s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &x[t][c..]);
+                out[t][i] = s;
+            }
         }
     }
 }

@@ -1,10 +1,11 @@
-//! Causal self-attention over the KV cache, with grouped-query attention (GQA).
+//! Causal self-attention over the KV cache, with grouped-query attention (GQA), for a batch of
+//! rows from several sequences.
 //!
 //! `softmax(q·kᵀ/√d + causal mask) · v`, in f32. Query head `j` reads key/value head
-//! `j / (n_head / n_head_kv)`. Every query head is one task on the backend pool; a task reads
-//! its key/value head straight from the cache (keys stored transposed, see
-//! [`crate::kv_cache`]) and computes each of its query rows with
-//! [`bitnet_backend::dense::attention::attend`], which visits only the positions the causal
+//! `j / (n_head / n_head_kv)`. Each sequence's rows (a [`Run`]) attend only to that sequence's
+//! cached positions. Every (sequence, query head) pair is one task on the backend pool; a task
+//! reads its key/value head straight from the cache's pages and computes each of its query rows
+//! with [`bitnet_backend::dense::attention::attend`], which visits only the positions the causal
 //! mask lets it see.
 
 use std::cell::RefCell;
@@ -14,12 +15,12 @@ use bitnet_backend::dense::attention::attend;
 use bitnet_backend::threads;
 
 use super::Step;
+use crate::kv_cache::{HeadScratch, Run};
 use crate::{Error, Result};
 
 #[derive(Default)]
 struct Scratch {
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    head: HeadScratch,
     scores: Vec<f32>,
 }
 
@@ -27,43 +28,59 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// Attention output `out` `[n_tokens, n_head · head_dim]` for projected `q`
-/// `[n_tokens, n_head · d]` and `k`, `v` `[n_tokens, n_head_kv · d]` of the tokens at
-/// `step.start_pos..` (token-major rows). Rotates `q` and `k` in place and appends `k`, `v` to
-/// the cache. `heads` is scratch (resized here).
+/// Attention output `out` `[n_rows, n_head · head_dim]` for projected `q` `[n_rows, n_head · d]`
+/// and `k`, `v` `[n_rows, n_head_kv · d]` (token-major rows, grouped into `step.runs`). Rotates
+/// `q` and `k` in place and writes `k`, `v` into each run's sequence. `heads` is scratch.
 pub(crate) fn causal_self_attention(
     q: &mut [f32],
     k: &mut [f32],
     v: &[f32],
-    n_tokens: usize,
+    n_rows: usize,
     step: &mut Step<'_>,
     heads: &mut Vec<f32>,
     out: &mut [f32],
 ) -> Result<()> {
     let (n_head, n_kv, d) = (step.n_head, step.n_head_kv, step.head_dim);
-    let (start, layer) = (step.start_pos, step.layer);
-    if q.len() != n_tokens * n_head * d || out.len() != q.len() {
+    let layer = step.layer;
+    let (q_w, kv_w) = (n_head * d, n_kv * d);
+    if q.len() != n_rows * q_w || out.len() != q.len() || k.len() != n_rows * kv_w {
         return Err(Error::InvalidArgument(format!(
-            "attention: {} query and {} output values for {n_tokens} token(s) of {n_head} heads x {d}",
+            "attention: {} query, {} key and {} output values for {n_rows} row(s) of {n_head} \
+             heads x {d}",
             q.len(),
+            k.len(),
             out.len()
         )));
     }
-    step.rope.apply_rows(q, n_head, start)?;
-    step.rope.apply_rows(k, n_kv, start)?;
-    step.cache.write(layer, start, n_tokens, k, v)?;
+    for r in step.runs {
+        let (q_rows, k_rows) = (rows_of(q, r, q_w), rows_of(k, r, kv_w));
+        step.rope.apply_rows(q_rows, n_head, r.start_pos)?;
+        step.rope.apply_rows(k_rows, n_kv, r.start_pos)?;
+        step.cache
+            .write(layer, r, k_rows, &v[r.row0 * kv_w..][..r.n_rows * kv_w])?;
+    }
     let cache = &*step.cache;
-    let kv_len = start + n_tokens;
+    let runs = step.runs;
     let n_rep = n_head / n_kv;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
     let q: &[f32] = q;
 
-    // Head-major results, one slot per task; gathered into token-major rows below.
+    // One task per (run, head); results head-major within a run (`[n_head, n_rows_of_run, d]`
+    // at the run's rows), gathered into token-major rows below.
     heads.clear();
-    heads.resize(n_head * n_tokens * d, 0.0);
-    let slots: Vec<Mutex<&mut [f32]>> = heads.chunks_mut(n_tokens * d).map(Mutex::new).collect();
-    let run = |h: usize| {
-        let mut dst = slots[h].lock().unwrap_or_else(|e| e.into_inner());
+    heads.resize(n_rows * q_w, 0.0);
+    let mut slots: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(runs.len() * n_head);
+    let mut rest = &mut heads[..];
+    for r in runs {
+        for _ in 0..n_head {
+            let (slot, tail) = std::mem::take(&mut rest).split_at_mut(r.n_rows * d);
+            slots.push(Mutex::new(slot));
+            rest = tail;
+        }
+    }
+    let task = |i: usize| {
+        let (r, h) = (&runs[i / n_head], i % n_head);
+        let mut dst = slots[i].lock().unwrap_or_else(|e| e.into_inner());
         SCRATCH.with(|cell| {
             let mut fresh = Scratch::default();
             let mut held = cell.try_borrow_mut();
@@ -71,27 +88,35 @@ pub(crate) fn causal_self_attention(
                 Ok(s) => s,
                 Err(_) => &mut fresh,
             };
-            let Scratch {
-                keys,
-                values,
-                scores,
-            } = s;
-            let kv = cache.head(layer, h / n_rep, kv_len, keys, values);
+            let Scratch { head, scores } = s;
+            let kv_len = r.end_pos();
+            let kv = cache.head(layer, r.seq, h / n_rep, kv_len, head);
             if scores.len() < kv_len {
                 scores.resize(kv_len, 0.0);
             }
             for (t, o) in dst.chunks_exact_mut(d).enumerate() {
-                let qt = &q[(t * n_head + h) * d..(t * n_head + h + 1) * d];
-                attend(qt, &kv, start + t + 1, scale, scores, o);
+                let row = r.row0 + t;
+                let qt = &q[row * q_w + h * d..][..d];
+                attend(qt, &kv, r.start_pos + t + 1, scale, scores, o);
             }
         });
     };
-    threads::parallel_for(n_head, run);
+    threads::parallel_for(slots.len(), task);
     drop(slots);
-    for (h, head) in heads.chunks_exact(n_tokens * d).enumerate() {
-        for (t, row) in head.chunks_exact(d).enumerate() {
-            out[(t * n_head + h) * d..(t * n_head + h + 1) * d].copy_from_slice(row);
+    let mut at = 0;
+    for r in runs {
+        for h in 0..n_head {
+            let head = &heads[at..at + r.n_rows * d];
+            for (t, row) in head.chunks_exact(d).enumerate() {
+                out[(r.row0 + t) * q_w + h * d..][..d].copy_from_slice(row);
+            }
+            at += r.n_rows * d;
         }
     }
     Ok(())
+}
+
+/// The rows of `run` in token-major `x` of `width` values per row.
+fn rows_of<'a>(x: &'a mut [f32], run: &Run, width: usize) -> &'a mut [f32] {
+    &mut x[run.row0 * width..(run.row0 + run.n_rows) * width]
 }

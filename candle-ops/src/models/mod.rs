@@ -26,10 +26,11 @@ use candle_core::{Device, Tensor};
 pub use config::{Architecture, ModelConfig};
 pub use hf::is_checkpoint_dir;
 
+use crate::batch::{runs_in, Batch, BatchLogits};
 use crate::bit_linear::BitLinear;
 use crate::chat_template::{ChatMessage, ChatTemplate, TemplateTokens};
 use crate::embedding::DenseWeights;
-use crate::kv_cache::{KvCache, KvDtype};
+use crate::kv_cache::{KvCache, KvDtype, Run};
 use crate::rope::RotaryEmbedding;
 use crate::tokenizer::{Tokenizer, VocabMetadata};
 use crate::{Error, Result};
@@ -38,10 +39,15 @@ use loader::Loader;
 use rows::RmsNorm;
 use source::WeightSource;
 
+/// Rows the model runs at once (llama.cpp's `n_ubatch`): a larger batch runs in pieces of this
+/// many rows, which bounds the intermediate buffers; the pieces give the same results.
+const UBATCH: usize = 512;
+
 /// What a block needs besides its weights for one forward pass.
 pub(crate) struct Step<'a> {
     pub(crate) layer: usize,
-    pub(crate) start_pos: usize,
+    /// Which rows belong to which sequence, at which positions.
+    pub(crate) runs: &'a [Run],
     pub(crate) n_head: usize,
     pub(crate) n_head_kv: usize,
     pub(crate) head_dim: usize,
@@ -179,26 +185,40 @@ impl ModelWeights {
 
     /// A fresh cache for one sequence of up to `n_ctx` tokens.
     pub fn new_cache(&self, n_ctx: usize, dtype: KvDtype) -> Result<KvCache> {
-        if n_ctx > self.max_context {
+        self.new_multi_cache(n_ctx, 1, dtype)
+    }
+
+    /// A fresh cache for up to `n_seq_max` sequences sharing `n_ctx` positions. With more than
+    /// one sequence the budget may exceed [`ModelWeights::max_context`], which then limits each
+    /// sequence.
+    pub fn new_multi_cache(
+        &self,
+        n_ctx: usize,
+        n_seq_max: usize,
+        dtype: KvDtype,
+    ) -> Result<KvCache> {
+        if n_seq_max <= 1 && n_ctx > self.max_context {
             return Err(Error::InvalidArgument(format!(
                 "context of {n_ctx} tokens exceeds the model's maximum of {} (raise LoadOptions::max_context)",
                 self.max_context
             )));
         }
         let c = &self.config;
-        KvCache::new(
+        Ok(KvCache::with_sequences(
             c.n_layer,
             c.n_head_kv,
             c.head_dim,
             n_ctx,
+            n_seq_max,
             dtype,
             &Device::Cpu,
-        )
+        )?
+        .with_seq_capacity(self.max_context))
     }
 
-    /// Runs `tokens` at positions `start_pos..` of the sequence held by `cache` (which must
-    /// already hold positions `0..start_pos`; later ones are overwritten) and returns logits
-    /// as selected by `logits`.
+    /// Runs `tokens` at positions `start_pos..` of sequence 0 of `cache` (which must already
+    /// hold positions `0..start_pos`; later ones are forgotten first) and returns logits as
+    /// selected by `logits`.
     pub fn forward(
         &self,
         cache: &mut KvCache,
@@ -206,47 +226,120 @@ impl ModelWeights {
         start_pos: usize,
         logits: Logits,
     ) -> Result<Tensor> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidArgument(
-                "forward needs at least one token".into(),
-            ));
+        let mut batch = Batch::new();
+        for (i, &t) in tokens.iter().enumerate() {
+            let wanted = logits == Logits::All || i + 1 == tokens.len();
+            batch.add(t, start_pos + i, 0, wanted);
         }
-        if cache.capacity() > self.max_context {
+        let out = self.decode(cache, &batch)?;
+        let n_vocab = self.config.n_vocab;
+        let rows = out.n_outputs();
+        let t = Tensor::from_vec(out.into_values(), (rows, n_vocab), &Device::Cpu)?;
+        Ok(match logits {
+            Logits::Last => t.squeeze(0)?,
+            Logits::All => t,
+        })
+    }
+
+    /// Runs one batch of tokens of any sequences of `cache` (see [`Batch`]) and returns the
+    /// logits its tokens asked for. Every projection and the LM head run once over all rows;
+    /// attention runs per sequence. Each row's result is bit-identical to running its sequence
+    /// alone.
+    ///
+    /// On failure no sequence of the batch keeps positions from its first one in the batch on.
+    pub fn decode(&self, cache: &mut KvCache, batch: &Batch) -> Result<BatchLogits> {
+        if cache.seq_capacity() > self.max_context {
             return Err(Error::InvalidArgument(format!(
-                "cache of {} positions exceeds the model's maximum of {}",
-                cache.capacity(),
+                "cache sequences of {} positions exceed the model's maximum of {}",
+                cache.seq_capacity(),
                 self.max_context
             )));
         }
-        cache.check_room(start_pos, tokens.len())?;
-        let n_tokens = tokens.len();
-        let mut x = rows::tensor_rows(&self.token_embd.lookup(tokens)?)?;
+        if cache.n_layer() != self.config.n_layer {
+            return Err(Error::InvalidArgument(format!(
+                "cache of {} layers for a model of {}",
+                cache.n_layer(),
+                self.config.n_layer
+            )));
+        }
+        let plan = batch.plan(cache, self.config.n_vocab)?;
+        cache.prepare(&plan.runs)?;
+        let result = self.run_rows(cache, batch, &plan.runs, &plan.order);
+        match result {
+            Ok(_) => cache.commit(&plan.runs),
+            Err(_) => cache.rollback(&plan.runs),
+        }
+        result
+    }
+
+    /// The forward pass over the planned rows (`order[row]` = batch index of `row`), in pieces
+    /// of at most [`UBATCH`] rows.
+    fn run_rows(
+        &self,
+        cache: &mut KvCache,
+        batch: &Batch,
+        runs: &[Run],
+        order: &[usize],
+    ) -> Result<BatchLogits> {
+        let e = self.config.n_embd;
+        let wanted = batch.logits();
+        // Batch index → its row among the outputs (batch order).
+        let mut next = 0;
+        let out_row: Vec<Option<usize>> = wanted
+            .iter()
+            .map(|&w| {
+                w.then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        let mut picked = vec![0f32; next * e];
         let mut work = Work::default();
+        for r0 in (0..order.len()).step_by(UBATCH) {
+            let rows = &order[r0..(r0 + UBATCH).min(order.len())];
+            let piece = runs_in(runs, r0, rows.len());
+            let x = self.run_blocks(cache, batch, rows, &piece, &mut work)?;
+            for (k, &i) in rows.iter().enumerate() {
+                if let Some(o) = out_row[i] {
+                    picked[o * e..(o + 1) * e].copy_from_slice(&x[k * e..(k + 1) * e]);
+                }
+            }
+        }
+        let n_vocab = self.config.n_vocab;
+        if picked.is_empty() {
+            return Ok(BatchLogits::new(Vec::new(), n_vocab, wanted));
+        }
+        let mut normed = vec![0f32; picked.len()];
+        self.output_norm.forward(&picked, &mut normed)?;
+        let out = self.output.matmul_rows(&normed)?;
+        Ok(BatchLogits::new(out, n_vocab, wanted))
+    }
+
+    /// Every block over `rows` (batch indices, grouped into `runs`); the final residual stream.
+    fn run_blocks(
+        &self,
+        cache: &mut KvCache,
+        batch: &Batch,
+        rows: &[usize],
+        runs: &[Run],
+        work: &mut Work,
+    ) -> Result<Vec<f32>> {
+        let tokens: Vec<u32> = rows.iter().map(|&i| batch.tokens()[i]).collect();
+        let mut x = rows::tensor_rows(&self.token_embd.lookup(&tokens)?)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let mut step = Step {
                 layer,
-                start_pos,
+                runs,
                 n_head: self.config.n_head,
                 n_head_kv: self.config.n_head_kv,
                 head_dim: self.config.head_dim,
                 rope: &self.rope,
                 cache,
             };
-            block.forward(&mut x, n_tokens, &mut step, &mut work)?;
+            block.forward(&mut x, rows.len(), &mut step, work)?;
         }
-        cache.set_len(start_pos + n_tokens);
-        let e = self.config.n_embd;
-        let x = match logits {
-            Logits::Last => &x[(n_tokens - 1) * e..],
-            Logits::All => &x[..],
-        };
-        let mut normed = vec![0f32; x.len()];
-        self.output_norm.forward(x, &mut normed)?;
-        let out = self.output.matmul_t(&rows::rows_tensor(normed, e)?)?;
-        Ok(match logits {
-            Logits::Last => out.squeeze(0)?,
-            Logits::All => out,
-        })
+        Ok(x)
     }
 
     /// Ternary projections of every block, in order.

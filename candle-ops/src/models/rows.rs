@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use bitnet_backend::threads;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::{Error, Result};
 
@@ -97,15 +97,16 @@ pub(crate) fn tensor_rows(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// An f32 `[n_rows, width]` tensor holding `rows`.
-pub(crate) fn rows_tensor(rows: Vec<f32>, width: usize) -> Result<Tensor> {
-    let n = rows.len() / width;
-    Ok(Tensor::from_vec(rows, (n, width), &Device::Cpu)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
+
+    /// An f32 `[n_rows, width]` tensor holding `rows`.
+    fn rows_tensor(rows: Vec<f32>, width: usize) -> Result<Tensor> {
+        let n = rows.len() / width;
+        Ok(Tensor::from_vec(rows, (n, width), &Device::Cpu)?)
+    }
 
     #[test]
     fn rms_norm_matches_candle_nn() -> Result<()> {

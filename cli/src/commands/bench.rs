@@ -7,6 +7,8 @@
 //! 2B4T-shaped model with random ternary weights is generated first, so the command needs no
 //! download. The memory read bandwidth is measured in the same run and the decode roofline
 //! fraction (bytes read per token ÷ bandwidth) is printed beside the table.
+//!
+//! `--batched` runs llama-batched-bench's test instead (see [`super::bench_batched`]).
 
 use crate::error::{CliError, CliResult};
 use crate::model_source;
@@ -14,6 +16,7 @@ use bitnet_backend::gguf::GgmlType;
 use bitnet_candle::{BareModel, KvDtype, LoadOptions, Logits};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
@@ -56,12 +59,46 @@ pub struct BenchArgs {
     /// Skip the memory bandwidth measurement.
     #[arg(long = "no-bandwidth")]
     pub no_bandwidth: bool,
+    /// Benchmark many sequences decoded together, like llama-batched-bench (uses -npp, -ntg,
+    /// -npl, -pps, -c, -b; the first -t value).
+    #[arg(long)]
+    pub batched: bool,
+    /// --batched: prompt tokens per sequence, comma-separated (also `-npp`).
+    #[arg(long = "npp", value_delimiter = ',', default_value = "128")]
+    pub npp: Vec<usize>,
+    /// --batched: tokens generated per sequence, comma-separated (also `-ntg`).
+    #[arg(long = "ntg", value_delimiter = ',', default_value = "128")]
+    pub ntg: Vec<usize>,
+    /// --batched: numbers of sequences decoded together, comma-separated (also `-npl`).
+    #[arg(long = "npl", value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pub npl: Vec<usize>,
+    /// --batched: all sequences share one prompt, read once and copied (also `-pps`).
+    #[arg(long = "pps")]
+    pub pps: bool,
+    /// --batched: KV cache positions shared by the sequences [default: enough for every test].
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// --batched: most tokens in one forward pass (the prompt chunk).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    pub batch_size: usize,
+}
+
+/// llama.cpp spells some multi-letter flags with one dash (`-npp 128`); clap needs two.
+pub fn llama_style_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some(flag @ ("-npp" | "-ntg" | "-npl" | "-pps")) => format!("-{flag}").into(),
+            _ => a,
+        })
+        .collect()
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     Md,
     Json,
+    /// One JSON record per line.
+    Jsonl,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +185,9 @@ pub fn run(args: &BenchArgs) -> CliResult {
             .collect::<CliResult<_>>()?
     };
 
+    if args.batched {
+        return run_batched(args, &sources, threads[0]);
+    }
     let mut records = Vec::new();
     let mut rooflines = Vec::new();
     if !args.no_bandwidth {
@@ -187,12 +227,46 @@ pub fn run(args: &BenchArgs) -> CliResult {
             print!("{}", markdown(&records));
             print!("{}", roofline_notes(&records, &rooflines));
         }
-        OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&records)
-                .map_err(|e| CliError::Usage(format!("cannot encode results as JSON: {e}")))?;
-            println!("{json}");
+        OutputFormat::Json | OutputFormat::Jsonl => {
+            print_json(&records, args.output)?;
             eprint!("{}", roofline_notes(&records, &rooflines));
         }
+    }
+    Ok(())
+}
+
+/// Records as one JSON array (`json`) or one record per line (`jsonl`).
+fn print_json<T: Serialize>(records: &[T], format: OutputFormat) -> CliResult {
+    let encode = |r: Result<String, serde_json::Error>| {
+        r.map_err(|e| CliError::Usage(format!("cannot encode results as JSON: {e}")))
+    };
+    match format {
+        OutputFormat::Jsonl => {
+            for r in records {
+                println!("{}", encode(serde_json::to_string(r))?);
+            }
+        }
+        _ => println!("{}", encode(serde_json::to_string_pretty(records))?),
+    }
+    Ok(())
+}
+
+fn run_batched(args: &BenchArgs, sources: &[model_source::Source], n_threads: usize) -> CliResult {
+    bitnet_backend::threads::set_num_threads(n_threads);
+    let mut records = Vec::new();
+    for source in sources {
+        // The scheduler stops at end-of-generation tokens, so it needs the vocabulary.
+        let model = source.load(&LoadOptions::default())?;
+        records.extend(super::bench_batched::run_model(
+            &model,
+            &source.path(),
+            args,
+            n_threads,
+        )?);
+    }
+    match args.output {
+        OutputFormat::Md => print!("{}", super::bench_batched::markdown(&records)),
+        format => print_json(&records, format)?,
     }
     Ok(())
 }
@@ -222,7 +296,7 @@ fn write_synthetic(path: &Path, args: &BenchArgs) -> CliResult {
 }
 
 /// Fixed pseudo-random token ids (no sampling in benchmarks).
-fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
+pub fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
         .map(|_| {

@@ -136,7 +136,7 @@ fn run_job(session: &mut Session, job: Job) -> bitnet_candle::Result<()> {
         _ if hit_stop => "stop",
         StopReason::EndOfGeneration(_) => "stop",
         StopReason::MaxTokens | StopReason::ContextFull => "length",
-        StopReason::Callback => "stop",
+        StopReason::Callback | StopReason::Cancelled | StopReason::Failed => "stop",
     };
     let completion_tokens = generation.tokens.len();
     eprintln!(

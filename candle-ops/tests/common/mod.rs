@@ -1,0 +1,15 @@
+//! Shared by the integration tests of this crate: the tiny synthetic model.
+
+#![allow(dead_code)]
+
+use bitnet_candle::synthetic::{write_synthetic_gguf, SyntheticSpec};
+use bitnet_candle::{LoadOptions, Model};
+
+/// `SyntheticSpec::tiny()` written to a temporary folder and loaded (keep the folder alive).
+pub fn tiny_model() -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_synthetic_gguf(&path, &SyntheticSpec::tiny()).unwrap();
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    (dir, model)
+}
