@@ -14,6 +14,9 @@
 pub mod batch;
 pub mod bit_linear;
 pub mod chat_template;
+#[cfg(feature = "cuda")]
+pub mod cuda_bench;
+pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod generate;
@@ -32,7 +35,9 @@ pub use batch::{Batch, BatchLogits};
 pub use bit_linear::{bit_linear, BitLinear};
 pub use bitnet_convert::arch::WeightRule;
 pub use bitnet_convert::hf::config::HfConfig;
+pub use candle_core::Device;
 pub use chat_template::{ChatMessage, ChatTemplate};
+pub use device::{cuda_device, parse_device};
 pub use embedding::DenseWeights;
 pub use error::{Error, Result};
 pub use generate::{
@@ -40,8 +45,8 @@ pub use generate::{
 };
 pub use kv_cache::{KvCache, KvDtype, SeqId};
 pub use models::{
-    is_checkpoint_dir, Architecture, BareModel, LoadOptions, Logits, Model, ModelConfig,
-    ModelWeights,
+    is_checkpoint_dir, Architecture, BareModel, DecodeMode, LoadOptions, Logits, Model,
+    ModelConfig, ModelWeights,
 };
 pub use op::TernaryMatMul;
 pub use sampling::{Sampler, SamplingParams};

@@ -24,6 +24,9 @@ pub struct ModelArgs {
     /// Use only the local Hugging Face cache for repo ids (same as HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long = "device", default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,9 @@ use crate::params::{self, Versioned};
 use crate::piece::Pieces;
 use crate::text::{c_str, handle, put};
 
+/// `bitnet_model_params.device`: the CPU; `BITNET_DEVICE_CUDA(n)` is `1 + n`.
+pub const BITNET_DEVICE_CPU: u32 = 0;
+
 /// Options of `bitnet_model_load` (versioned, see params.rs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +26,8 @@ pub struct bitnet_model_params {
     pub n_threads: i32,
     pub n_ctx_max: u32,
     pub tokenizer_json: *const c_char,
+    /// API 2: `BITNET_DEVICE_CPU` (0) or `BITNET_DEVICE_CUDA(n)` = 1 + n.
+    pub device: u32,
 }
 
 impl Versioned for bitnet_model_params {
@@ -36,6 +41,7 @@ impl Versioned for bitnet_model_params {
             n_threads: 0,
             n_ctx_max: 0,
             tokenizer_json: std::ptr::null(),
+            device: 0,
         }
     }
 }
@@ -151,7 +157,13 @@ fn load_options(p: &bitnet_model_params) -> FfiResult<LoadOptions> {
             c_str(p.tokenizer_json, "tokenizer_json")
         }?)),
     };
+    let device = match p.device {
+        BITNET_DEVICE_CPU => bitnet_candle::Device::Cpu,
+        n => bitnet_candle::cuda_device(n as usize - 1)
+            .map_err(|e| FfiError::invalid(e.to_string()))?,
+    };
     Ok(LoadOptions {
+        device,
         n_threads: (n_threads > 0).then_some(n_threads),
         max_context: (p.n_ctx_max > 0).then_some(p.n_ctx_max as usize),
         tokenizer_json,

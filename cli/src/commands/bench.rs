@@ -81,6 +81,9 @@ pub struct BenchArgs {
     /// --batched: most tokens in one forward pass (the prompt chunk).
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long = "device", default_value = "cpu")]
+    pub device: String,
 }
 
 /// llama.cpp spells some multi-letter flags with one dash (`-npp 128`); clap needs two.
@@ -165,6 +168,9 @@ pub fn run(args: &BenchArgs) -> CliResult {
     if threads.contains(&0) {
         return Err(CliError::Usage("-t values must be at least 1".into()));
     }
+    let device = bitnet_candle::parse_device(&args.device)?;
+    // The CPU read bandwidth says nothing about a GPU run.
+    let no_bandwidth = args.no_bandwidth || !device.is_cpu();
 
     // Kept alive until the end: the synthetic model's file lives in it.
     let mut _synthetic_dir = None;
@@ -186,11 +192,18 @@ pub fn run(args: &BenchArgs) -> CliResult {
     };
 
     if args.batched {
+        if !device.is_cpu() {
+            return Err(CliError::Usage(format!(
+                "--batched measures the CPU's batched engine; a model on {} serves one sequence \
+                 per cache (drop --device or --batched)",
+                args.device
+            )));
+        }
         return run_batched(args, &sources, threads[0]);
     }
     let mut records = Vec::new();
     let mut rooflines = Vec::new();
-    if !args.no_bandwidth {
+    if !no_bandwidth {
         for &t in &threads {
             let gb_s = bitnet_backend::bandwidth::measure_read_bandwidth(t);
             eprintln!("memory read bandwidth, {t} threads: {gb_s:.1} GB/s");
@@ -203,7 +216,11 @@ pub fn run(args: &BenchArgs) -> CliResult {
     for source in &sources {
         // Weights only: benchmarking needs no tokenizer, so a file whose vocabulary is missing
         // or unsupported still runs.
-        let model = source.load_bare(&LoadOptions::default())?;
+        let options = LoadOptions {
+            device: device.clone(),
+            ..LoadOptions::default()
+        };
+        let model = source.load_bare(&options)?;
         let path = &source.path();
         for &t in &threads {
             bitnet_backend::threads::set_num_threads(t);
@@ -334,6 +351,11 @@ fn measure(
                 Logits::Last,
             )?;
         }
+        // A GPU runs the steps asynchronously: the time is up only when they are done.
+        model
+            .device()
+            .synchronize()
+            .map_err(bitnet_candle::Error::from)?;
         Ok(start.elapsed().as_nanos() as u64)
     };
     run_once()?; // warm-up
@@ -351,7 +373,11 @@ fn measure(
     Ok(Record {
         build_commit: env!("CARGO_PKG_VERSION"),
         cpu_info: cpu_name(),
-        backends: "CPU",
+        backends: if model.device().is_cuda() {
+            "CUDA"
+        } else {
+            "CPU"
+        },
         kernel: format!("{:?}", bitnet_backend::kernels::selected()),
         model_filename: path.display().to_string(),
         model_type: model.description(),
@@ -406,7 +432,10 @@ pub fn markdown(records: &[Record]) -> String {
             r.model_type,
             format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64),
             format!("{:.2} B", r.model_n_params as f64 / 1e9),
-            format!("CPU {}", r.kernel.to_lowercase()),
+            match r.backends {
+                "CPU" => format!("CPU {}", r.kernel.to_lowercase()),
+                other => other.to_owned(),
+            },
             r.n_threads,
             test_name(r),
             format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
