@@ -307,8 +307,8 @@ fn section_model(path: &Path, gpu: &Device) -> Res<Value> {
             .take_while(|(a, b)| a == b)
             .count();
         let (worst, _) = row_ratios(
-            &logits[..equal.max(1).min(logits.len())],
-            &cpu_logits[..equal.max(1).min(logits.len())],
+            &logits[..equal.clamp(1, logits.len())],
+            &cpu_logits[..equal.clamp(1, logits.len())],
         );
         modes.insert(mode.into(), json!({"tokens": tokens, "equal_prefix_with_cpu": equal, "max_rel_diff_vs_cpu_on_equal_prefix": worst}));
         mode_logits.push(logits);
