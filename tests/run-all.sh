@@ -24,6 +24,7 @@ echo "== CUDA feature: build only (no GPU here; toolkit from PyPI wheels, see te
 # Own target dir, so the CPU build above stays valid. candle-kernels' GPU code is most of this
 # step's time: every invocation uses the release profile and builds dev targets (so the same
 # features are resolved), which compiles it once for clippy and the build.
+cuda_start=$SECONDS
 cuda_env="$(bash tests/cuda/setup.sh)"
 (
   . "$cuda_env"
@@ -42,6 +43,7 @@ cuda_env="$(bash tests/cuda/setup.sh)"
   fi
   rm -rf "$rehearsal"
 )
+echo "== CUDA feature step: $((SECONDS - cuda_start)) s" >&2
 
 echo "== llama.cpp (pinned b11434, built once and cached in ~/.cache) with the ggml-bitnet plugin" >&2
 bash tests/llama_cpp/run.sh
