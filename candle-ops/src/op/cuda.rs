@@ -551,9 +551,12 @@ impl GpuTernary {
     }
 }
 
+/// One GPU's copy of an op's weights.
+type DeviceCopy = (DeviceId, Arc<GpuTernary>);
+
 /// Device copies of one op's weights, per GPU.
 #[derive(Clone, Default)]
-pub(crate) struct DeviceCopies(Arc<Mutex<Vec<(DeviceId, Arc<GpuTernary>)>>>);
+pub(crate) struct DeviceCopies(Arc<Mutex<Vec<DeviceCopy>>>);
 
 /// The op's weights on `dev`, uploading them on first use.
 pub(crate) fn upload(op: &TernaryMatMul, dev: &CudaDevice) -> CResult<Arc<GpuTernary>> {

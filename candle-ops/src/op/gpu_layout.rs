@@ -56,7 +56,6 @@ mod tests {
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     struct Case {
-        rows: usize,
         cols: usize,
         kp: usize,
         w: Vec<i8>,
@@ -70,13 +69,7 @@ mod tests {
         let rows_pad = rows.div_ceil(ROW_TILE) * ROW_TILE;
         let mut gpu = vec![0x55u8; rows_pad * kp / 4];
         repack_rows(m.packed(), rows, m.n_blocks(), &mut gpu);
-        Case {
-            rows,
-            cols,
-            kp,
-            w,
-            gpu,
-        }
+        Case { cols, kp, w, gpu }
     }
 
     fn word(bytes: &[u8], at: usize) -> u32 {
