@@ -29,7 +29,8 @@ cuda_env="$(bash tests/cuda/setup.sh)"
 (
   . "$cuda_env"
   cuda_build=(--release --features cuda -p bitnet-candle -p bitnet-cli --target-dir target/cuda)
-  cargo clippy "${cuda_build[@]}" --all-targets -- -D warnings
+  # bitnet-ffi too: its `device` field's CUDA side is only compiled with the feature.
+  cargo clippy "${cuda_build[@]}" -p bitnet-ffi --all-targets -- -D warnings
   cargo build "${cuda_build[@]}" --example cuda_check --bin bitnet
   # The device check must fail cleanly where there is no GPU (the stand-in libcuda has none).
   rehearsal="$(mktemp -d)"
