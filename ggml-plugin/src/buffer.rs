@@ -1,12 +1,12 @@
-//! The plugin's buffer type. Ternary weights uploaded into it (`set_tensor`) are repacked once
-//! into the kernels' layout and kept only in that form; every other tensor (the F16 LM head,
-//! the mat-mul outputs and inputs the scheduler allocates here) lives in plain host memory at
-//! its usual offset.
+//! The plugin's buffer type, which holds the weights llama.cpp runs on us. Ternary weights
+//! uploaded into it (`set_tensor`) are repacked once into the kernels' layout and kept only in
+//! that form; the F16 LM head lives in plain host memory at its usual offset. (Mat-mul outputs
+//! are not allocated here but in host memory: see `device`.)
 //!
 //! The buffer reserves `size` bytes of zeroed memory, so every tensor has a stable address
 //! (`tensor->data`), but the pages of repacked weights are never touched and never become
-//! resident. `is_host` is false: the weight bytes are not in ggml's layout there, so ggml
-//! copies our outputs to the CPU backend through `get_tensor` (a memcpy).
+//! resident. `is_host` is false: the weight bytes are not in ggml's layout there, and llama.cpp
+//! would otherwise read the model file straight into `tensor->data`, bypassing the repack.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
