@@ -185,8 +185,6 @@ extern "C" fn dev_supports_op(_: sys::ggml_backend_dev_t, op: *const sys::ggml_t
         o if compute::is_view_op(o) => true,
         // SAFETY: the op's sources are live tensors.
         sys::GGML_OP_MUL_MAT => unsafe { compute::supports_mul_mat(op, our_buft()) },
-        // SAFETY: as above.
-        sys::GGML_OP_GET_ROWS => unsafe { compute::supports_get_rows(op, our_buft()) },
         _ => false,
     }
 }
@@ -198,9 +196,9 @@ extern "C" fn dev_supports_buft(
     if buft == our_buft() {
         return true;
     }
-    // Activations in host buffers are read in place.
+    // Activations (and the F16 head) in host buffers are read in place.
     // SAFETY: ggml passes a live buffer type.
-    unsafe { (*buft).iface.is_host.is_some_and(|f| f(buft)) }
+    unsafe { buffer::buft_is_host(buft) }
 }
 
 fn device_iface() -> sys::ggml_backend_device_i {
@@ -280,7 +278,7 @@ extern "C" fn backend_free(backend: sys::ggml_backend_t) {
         // log through an asynchronous logger that they do not flush at exit (when backends are
         // freed), and whose thread may be writing to stderr at the same moment.
         let line = format!(
-            "ggml-bitnet: stats: {} ternary mat-muls ({} token rows), {} on the reference kernel; {} F16 head ops\n",
+            "ggml-bitnet: stats: {} ternary mat-muls ({} token rows), {} on the reference kernel; {} F16 head mat-muls\n",
             stats.mul_mat.load(Ordering::Relaxed),
             stats.tokens.load(Ordering::Relaxed),
             stats.reference.load(Ordering::Relaxed),
@@ -312,7 +310,6 @@ extern "C" fn graph_compute(
         let result = unsafe {
             match node.op {
                 sys::GGML_OP_MUL_MAT => compute::mul_mat(node),
-                sys::GGML_OP_GET_ROWS => compute::get_rows(node),
                 op => Err(format!("unsupported op {op} scheduled on BITNET")),
             }
         };

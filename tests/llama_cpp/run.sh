@@ -3,8 +3,8 @@
 # build-llama.sh and cached outside the clone). For a tiny 1bitLLM-style checkpoint converted by
 # bitnet-convert to TQ2_0 and to TQ1_0 it checks that:
 #   - llama.cpp lists the plugin's device and loads it via GGML_BACKEND_PATH;
-#   - every MUL_MAT with a ternary weight, and the F16 LM head, runs in the plugin (eval callback
-#     of the logits host);
+#   - every MUL_MAT with a ternary weight, and the F16 LM head of every single-token step, runs in
+#     the plugin (eval callback of the logits host, and the plugin's own counts);
 #   - logits with the plugin equal llama.cpp's own CPU logits within 1e-4 relative (the ternary
 #     mat-muls are bit for bit ggml's; the F16 head sums in another order) and llama-completion's
 #     greedy tokens are identical;
@@ -83,15 +83,18 @@ for ty in tq2_0 tq1_0; do
         "$work/plugin.bin" "$prompt" "$threads" 24 >"$work/plugin.txt" 2>"$work/plugin.err"
       cat "$work/cpu.txt" "$work/plugin.txt"
       grep "ggml-bitnet: stats" "$work/plugin.err"
-      # Without the plugin nothing runs in it; with it, every ternary mat-mul and the head do
-      # (the plugin's own count agrees), and all of them leave their outputs in host memory.
-      grep -Eq "head_mul_mats=[1-9][0-9]* head_on_plugin=0 ternary_mul_mats=[1-9][0-9]* on_plugin=0 " "$work/cpu.txt"
-      local n h
+      # Without the plugin nothing runs in it. With it, every ternary mat-mul does (its weight
+      # is in the plugin's buffer, and the plugin's own count agrees), and so does the head of
+      # every single-token step (the plugin's count; the prompt batch's head stays on the CPU
+      # backend); all of those mat-muls leave their outputs in host memory.
+      grep -Eq "ternary_mul_mats=[1-9][0-9]* on_plugin=0 " "$work/cpu.txt"
+      local n h h1
       n="$(grep -o ' ternary_mul_mats=[0-9]*' "$work/plugin.txt" | cut -d= -f2)"
       h="$(grep -o 'head_mul_mats=[0-9]*' "$work/plugin.txt" | cut -d= -f2)"
-      grep -Eq "head_mul_mats=$h head_on_plugin=$h ternary_mul_mats=$n on_plugin=$n outputs_in_host_memory=$((n + h))$" "$work/plugin.txt"
-      grep -q "ggml-bitnet: stats: $n ternary mat-muls .*, 0 on the reference kernel" "$work/plugin.err"
-      [ "$n" -gt 0 ] && [ "$h" -gt 0 ]
+      h1="$(grep -o 'single_token_heads=[0-9]*' "$work/plugin.txt" | cut -d= -f2)"
+      grep -Eq "ternary_mul_mats=$n on_plugin=$n outputs_in_host_memory=$((n + h))$" "$work/plugin.txt"
+      grep -q "ggml-bitnet: stats: $n ternary mat-muls .*, 0 on the reference kernel; $h1 F16 head mat-muls" "$work/plugin.err"
+      [ "$n" -gt 0 ] && [ "$h1" -gt 0 ] && [ "$h" -gt "$h1" ]
       # Same greedy continuation (24 single-token decodes) ...
       [ "$(grep generated= "$work/cpu.txt")" = "$(grep generated= "$work/plugin.txt")" ]
       # ... and the same logits for the prompt batch and every decode step.
@@ -114,11 +117,11 @@ for ty in tq2_0 tq1_0; do
     # BITNET_GGML_HEAD=0: the F16 head stays with the CPU backend, every ternary mat-mul still
     # runs on the plugin.
     "$work/logits" dump "$bin" "$model" "$work/cpu.bin" "$prompt" 2 4 >"$work/cpu.txt"
-    BITNET_GGML_HEAD=0 GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" \
-      "$work/plugin.bin" "$prompt" 2 4 >"$work/plugin.txt"
+    BITNET_GGML_STATS=1 BITNET_GGML_HEAD=0 GGML_BACKEND_PATH="$plugin" "$work/logits" dump \
+      "$bin" "$model" "$work/plugin.bin" "$prompt" 2 4 >"$work/plugin.txt" 2>"$work/plugin.err"
     n="$(grep -Eo 'ternary_mul_mats=[0-9]+' "$work/plugin.txt" | cut -d= -f2)"
-    grep -Eq "head_mul_mats=[1-9][0-9]* head_on_plugin=0 ternary_mul_mats=$n on_plugin=$n " \
-      "$work/plugin.txt"
+    grep -Eq "ternary_mul_mats=$n on_plugin=$n " "$work/plugin.txt"
+    grep -q "ggml-bitnet: stats: $n ternary mat-muls .*; 0 F16 head mat-muls" "$work/plugin.err"
     "$work/logits" compare "$work/plugin.bin" "$work/cpu.bin" 1e-4
   }
   check "$ty, BITNET_GGML_HEAD=0: only the ternary mat-muls on the plugin, same logits" ternary_only
@@ -138,7 +141,7 @@ for ty in tq2_0 tq1_0; do
     # llama.cpp's CPU backend uses OpenMP, so the plugin runs its work on the same team.
     grep "ggml-bitnet: mat-muls run on the host's OpenMP threads" "$work/plugin-gen.log"
     # The plugin's stats line goes straight to stderr (not through the logger).
-    grep -E "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel; [1-9][0-9]* F16 head ops" "$work/plugin-gen.log"
+    grep -E "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel; [1-9][0-9]* F16 head mat-muls" "$work/plugin-gen.log"
     # Header: magic, version, token count (u32 each), then the token ids (i32): BOS + 32.
     local n_cpu n_plugin t_cpu t_plugin
     n_cpu="$(od -An -tu4 -j8 -N4 "$work/cpu.session" | tr -d ' ')"
