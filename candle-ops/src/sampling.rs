@@ -71,14 +71,29 @@ impl SamplingParams {
     }
 }
 
-/// Candidate `(token, logit)` pairs, best first, and their probabilities.
-type Candidates = (Vec<(u32, f32)>, Vec<f64>);
+/// Logits this far below the maximum (in units of the temperature) get weight below
+/// e^-46 ≈ 1e-20 of the best token's; even all 128k of them together stay under 1e-15 of the
+/// total, below what a 53-bit uniform draw resolves, so they are skipped without an `exp`.
+const NEGLIGIBLE: f32 = 46.0;
 
-/// A stateful sampler (owns the RNG).
+/// Histogram bins the top-p search sorts the weights into (see [`nucleus`]).
+const NUCLEUS_BINS: usize = 1024;
+
+/// A token that may be drawn and its unnormalized probability.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Candidate {
+    id: u32,
+    logit: f32,
+    weight: f32,
+}
+
+/// A stateful sampler (owns the RNG and the buffers each draw reuses).
 #[derive(Clone, Debug)]
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    penalized: Vec<f32>,
+    candidates: Vec<Candidate>,
 }
 
 impl Sampler {
@@ -86,7 +101,12 @@ impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
         let rng = StdRng::seed_from_u64(params.seed);
-        Ok(Self { params, rng })
+        Ok(Self {
+            params,
+            rng,
+            penalized: Vec::new(),
+            candidates: Vec::new(),
+        })
     }
 
     /// The settings.
@@ -96,116 +116,230 @@ impl Sampler {
 
     /// Picks a token from `logits` (one per vocabulary entry); `history` is the sequence so far
     /// (prompt and generated tokens), used by the repeat penalty.
+    ///
+    /// Cost: one pass for the maximum, one for the weights, and for top-p one histogram pass;
+    /// nothing sorts the vocabulary (only top-k's survivors or one histogram bin are sorted).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("sampling from empty logits".into()));
         }
-        let penalized = self.penalize(logits, history);
-        let logits = penalized.as_deref().unwrap_or(logits);
-        if self.params.is_greedy() {
-            return argmax(logits);
-        }
-        let (candidates, probs) = self.top_candidates(logits)?;
-        let kept = nucleus(&probs, self.params.top_p);
-        let total: f64 = probs[..kept].iter().sum();
-        let mut r = self.rng.random::<f64>() * total;
-        for (i, p) in probs[..kept].iter().enumerate() {
-            if r < *p {
-                return Ok(candidates[i].0);
-            }
-            r -= p;
-        }
-        Ok(candidates[kept - 1].0)
+        let mut penalized = std::mem::take(&mut self.penalized);
+        let logits = if self.penalize_into(logits, history, &mut penalized) {
+            &penalized[..]
+        } else {
+            logits
+        };
+        let choice = if self.params.is_greedy() {
+            argmax(logits)
+        } else {
+            self.draw(logits)
+        };
+        self.penalized = penalized;
+        choice
     }
 
-    /// Applies the repeat penalty to a copy of the logits, if it is enabled.
-    fn penalize(&self, logits: &[f32], history: &[u32]) -> Option<Vec<f32>> {
+    /// Writes the penalized logits into `out` when the repeat penalty is enabled; `false` when
+    /// it is not (the logits are used as they are).
+    fn penalize_into(&self, logits: &[f32], history: &[u32], out: &mut Vec<f32>) -> bool {
         let p = self.params.repeat_penalty;
         if p == 1.0 || self.params.repeat_last_n == 0 || history.is_empty() {
-            return None;
+            return false;
         }
         let recent = &history[history.len().saturating_sub(self.params.repeat_last_n)..];
-        let mut out = logits.to_vec();
+        out.clear();
+        out.extend_from_slice(logits);
         let unique: HashSet<u32> = recent.iter().copied().collect();
         for id in unique {
             if let Some(l) = out.get_mut(id as usize) {
                 *l = if *l > 0.0 { *l / p } else { *l * p };
             }
         }
-        Some(out)
+        true
     }
 
-    /// The tokens that survive top-k (all of them, or for top-p enough of the head of the
-    /// distribution), sorted by descending logit, with their probabilities after top-k and
-    /// temperature. NaN and -inf logits are never chosen.
-    fn top_candidates(&self, logits: &[f32]) -> Result<Candidates> {
-        let mut all: Vec<(u32, f32)> = logits
+    /// A draw from the distribution [`Sampler::distribution`] describes.
+    fn draw(&mut self, logits: &[f32]) -> Result<u32> {
+        let total = self.fill_candidates(logits)?;
+        let mut r = self.rng.random::<f64>() * total;
+        for c in &self.candidates {
+            let w = c.weight as f64;
+            if r < w {
+                return Ok(c.id);
+            }
+            r -= w;
+        }
+        // Rounding left `r` just above the last weight.
+        Ok(self.candidates.last().map_or(0, |c| c.id))
+    }
+
+    /// The tokens a non-greedy draw can return, with their probabilities (testing and
+    /// diagnostics; [`Sampler::sample`] draws from exactly this).
+    pub fn distribution(&mut self, logits: &[f32], history: &[u32]) -> Result<Vec<(u32, f64)>> {
+        let mut penalized = Vec::new();
+        let logits = if self.penalize_into(logits, history, &mut penalized) {
+            &penalized[..]
+        } else {
+            logits
+        };
+        let total = self.fill_candidates(logits)?;
+        Ok(self
+            .candidates
             .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.is_nan() && **l != f32::NEG_INFINITY)
-            .map(|(i, &l)| (i as u32, l))
-            .collect();
-        if all.is_empty() {
+            .map(|c| (c.id, c.weight as f64 / total))
+            .collect())
+    }
+
+    /// Fills `self.candidates` with the tokens that survive top-k and top-p, weighted by
+    /// `exp((logit - max) / temperature)` (top-k applies to the logits, top-p to the
+    /// probabilities after top-k and temperature); returns the sum of their weights. NaN and
+    /// -inf logits are never chosen; if some logits are +inf, the first of them is.
+    fn fill_candidates(&mut self, logits: &[f32]) -> Result<f64> {
+        let max = logits
+            .iter()
+            .copied()
+            .filter(|l| !l.is_nan())
+            .fold(f32::NEG_INFINITY, f32::max);
+        self.candidates.clear();
+        if max == f32::NEG_INFINITY {
             return Err(Error::InvalidArgument(
                 "every logit is NaN or -inf: nothing to sample".into(),
             ));
         }
-        if self.params.top_k > 0 && self.params.top_k < all.len() {
-            all.select_nth_unstable_by(self.params.top_k, descending);
-            all.truncate(self.params.top_k);
+        if max == f32::INFINITY {
+            let id = argmax(logits)?;
+            self.candidates.push(Candidate {
+                id,
+                logit: max,
+                weight: 1.0,
+            });
+            return Ok(1.0);
         }
-        let max = all.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-        let t = self.params.temperature as f64;
-        let weight = |l: f32| ((l - max) as f64 / t).exp();
-        let z: f64 = all.iter().map(|c| weight(c.1)).sum();
-        let with_probs = |cand: Vec<(u32, f32)>| {
-            let probs = cand.iter().map(|c| weight(c.1) / z).collect();
-            (cand, probs)
-        };
-        if self.params.top_p >= 1.0 {
-            let n = all.len();
-            return Ok(with_probs(sorted_head(all, n)));
+        let t = self.params.temperature;
+        let floor = max - NEGLIGIBLE * t;
+        let k = self.params.top_k;
+        if k > 0 && k < logits.len() {
+            top_k(logits, k, floor, &mut self.candidates);
+        } else {
+            self.candidates
+                .extend(
+                    logits
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &l)| l >= floor)
+                        .map(|(i, &l)| Candidate {
+                            id: i as u32,
+                            logit: l,
+                            weight: 0.0,
+                        }),
+                );
         }
-        // Top-p: sort only as much of the head as the nucleus needs, doubling until it holds
-        // top_p of the mass (exact, and avoids sorting a 128k vocabulary every step).
-        let mut head = 256.min(all.len());
-        loop {
-            let (cand, probs) = with_probs(sorted_head(all.clone(), head));
-            if probs.iter().sum::<f64>() >= self.params.top_p as f64 || head == all.len() {
-                return Ok((cand, probs));
+        let inv_t = 1.0 / t;
+        let mut total = 0.0f64;
+        for c in &mut self.candidates {
+            c.weight = ((c.logit - max) * inv_t).exp();
+            total += c.weight as f64;
+        }
+        if self.params.top_p < 1.0 {
+            total = nucleus(
+                &mut self.candidates,
+                max,
+                inv_t,
+                self.params.top_p as f64 * total,
+            );
+        }
+        Ok(total)
+    }
+}
+
+/// Orders candidates best first: higher logit, then lower id.
+fn better(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
+}
+
+/// The `k` best logits at or above `floor` (ties to the lower id), in vocabulary order, through
+/// a min-heap of the best so far: one comparison for almost every token, no sort.
+fn top_k(logits: &[f32], k: usize, floor: f32, out: &mut Vec<Candidate>) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    /// Heap key: greater means better.
+    #[derive(PartialEq)]
+    struct Key(Candidate);
+    impl Eq for Key {}
+    impl PartialOrd for Key {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Key {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            better(&other.0, &self.0)
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<Key>> = BinaryHeap::with_capacity(k + 1);
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_nan() || l < floor {
+            continue;
+        }
+        if heap.len() == k {
+            // Strictly greater only: an equal logit has a higher id, so it ranks below.
+            match heap.peek() {
+                Some(Reverse(worst)) if l > worst.0.logit => {}
+                _ => continue,
             }
-            head = (head * 2).min(all.len());
+        }
+        heap.push(Reverse(Key(Candidate {
+            id: i as u32,
+            logit: l,
+            weight: 0.0,
+        })));
+        if heap.len() > k {
+            heap.pop();
         }
     }
+    out.extend(heap.into_iter().map(|Reverse(Key(c))| c));
+    out.sort_unstable_by_key(|c| c.id);
 }
 
-fn descending(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
-    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-}
-
-/// The `k` largest entries, sorted descending (ties by lower id).
-fn sorted_head(mut all: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
-    if k < all.len() {
-        all.select_nth_unstable_by(k, descending);
-        all.truncate(k);
+/// Keeps the top-p nucleus: the fewest best candidates whose weights reach `target`; returns
+/// their total weight. The order of the survivors stays deterministic (vocabulary order for
+/// all but the boundary bin).
+///
+/// Instead of sorting, the weights go into [`NUCLEUS_BINS`] bins by `(max - logit) / t` (bin
+/// order is weight order): the bins whose cumulative weight stays below `target` are kept
+/// whole, and only the boundary bin's few candidates are sorted to find where it ends.
+fn nucleus(candidates: &mut Vec<Candidate>, max: f32, inv_t: f32, target: f64) -> f64 {
+    let scale = NUCLEUS_BINS as f32 / NEGLIGIBLE;
+    let bin = |c: &Candidate| (((max - c.logit) * inv_t * scale) as usize).min(NUCLEUS_BINS - 1);
+    let mut mass = [0.0f64; NUCLEUS_BINS];
+    for c in candidates.iter() {
+        mass[bin(c)] += c.weight as f64;
     }
-    all.sort_unstable_by(descending);
-    all
-}
-
-/// How many of the (descending) probabilities form the top-p nucleus; at least one.
-fn nucleus(probs: &[f64], top_p: f32) -> usize {
-    if top_p >= 1.0 {
-        return probs.len();
+    let mut below = 0.0;
+    let mut boundary = NUCLEUS_BINS - 1;
+    for (b, m) in mass.iter().enumerate() {
+        if below + m >= target {
+            boundary = b;
+            break;
+        }
+        below += m;
     }
-    let mut cum = 0.0;
-    for (i, p) in probs.iter().enumerate() {
-        cum += p;
-        if cum >= top_p as f64 {
-            return i + 1;
+    // Whole bins first (in vocabulary order), then the boundary bin best first.
+    let mut edge: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| bin(c) == boundary)
+        .copied()
+        .collect();
+    candidates.retain(|c| bin(c) < boundary);
+    edge.sort_unstable_by(better);
+    let mut total = below;
+    for c in edge {
+        candidates.push(c);
+        total += c.weight as f64;
+        if total >= target {
+            break;
         }
     }
-    probs.len()
+    total
 }
 
 /// Index of the largest logit (lowest index on ties); NaN never wins.
@@ -248,7 +382,8 @@ mod tests {
             repeat_penalty: 2.0,
             ..params(0.0)
         })?;
-        let out = s.penalize(&[4.0, -1.0, 3.0], &[0, 1, 1]).unwrap();
+        let mut out = Vec::new();
+        assert!(s.penalize_into(&[4.0, -1.0, 3.0], &[0, 1, 1], &mut out));
         assert_eq!(out, vec![2.0, -2.0, 3.0]);
         // Greedy choice moves from token 0 to token 2.
         let mut s = s;
@@ -272,8 +407,23 @@ mod tests {
     }
 
     #[test]
+    fn top_k_ties_go_to_the_lower_id() -> Result<()> {
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 2,
+            ..params(1.0)
+        })?;
+        let ids: Vec<u32> = s
+            .distribution(&[1.0, 5.0, 1.0, 5.0, 5.0, 0.0], &[])?
+            .iter()
+            .map(|d| d.0)
+            .collect();
+        assert_eq!(ids, vec![1, 3]);
+        Ok(())
+    }
+
+    #[test]
     fn top_p_keeps_the_smallest_sufficient_set() -> Result<()> {
-        // Probabilities ≈ [0.665, 0.245, 0.090]: top_p 0.6 keeps only the first.
+        // Probabilities ≈ [0.665, 0.245, 0.090]: top_p 0.6 keeps only the first, 0.9 two.
         let logits = [2.0f32, 1.0, 0.0];
         let mut s = Sampler::new(SamplingParams {
             top_p: 0.6,
@@ -283,8 +433,13 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(s.sample(&logits, &[])?, 0);
         }
-        assert_eq!(nucleus(&[0.5, 0.3, 0.2], 0.75), 2);
-        assert_eq!(nucleus(&[0.5, 0.3, 0.2], 0.85), 3);
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.9,
+            ..params(1.0)
+        })?;
+        let d = s.distribution(&logits, &[])?;
+        assert_eq!(d.len(), 2);
+        assert!((d[0].1 - 0.665 / 0.910).abs() < 1e-3, "{d:?}");
         Ok(())
     }
 
@@ -308,38 +463,99 @@ mod tests {
     }
 
     #[test]
-    fn large_vocab_top_p_matches_full_sort() -> Result<()> {
-        let logits: Vec<f32> = (0..5000)
-            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
-            .collect();
-        let s = Sampler::new(SamplingParams {
-            top_p: 0.9,
-            ..params(0.7)
-        })?;
-        let (fast, probs) = s.top_candidates(&logits)?;
-        let kept = nucleus(&probs, 0.9);
-        // Reference: full sort, full softmax.
-        let full = sorted_head(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| (i as u32, l))
-                .collect(),
-            logits.len(),
+    fn nan_and_infinite_logits() -> Result<()> {
+        let mut s = Sampler::new(params(1.0))?;
+        assert_eq!(
+            s.distribution(&[f32::NAN, 1.0, f32::NEG_INFINITY], &[])?,
+            vec![(1, 1.0)]
         );
-        let e: Vec<f64> = full
+        assert_eq!(s.sample(&[0.0, f32::INFINITY, f32::INFINITY], &[])?, 1);
+        assert!(s.sample(&[f32::NAN, f32::NEG_INFINITY], &[]).is_err());
+        Ok(())
+    }
+
+    /// The textbook definition: sort everything, softmax, cut at top-k and top-p.
+    fn reference(logits: &[f32], t: f32, k: usize, p: f32) -> Vec<(u32, f64)> {
+        let mut all: Vec<(u32, f32)> = logits
             .iter()
-            .map(|c| ((c.1 as f64 - 9.99) / 0.7).exp())
+            .enumerate()
+            .filter(|(_, l)| !l.is_nan())
+            .map(|(i, &l)| (i as u32, l))
             .collect();
-        let z: f64 = e.iter().sum();
-        let full_probs: Vec<f64> = e.iter().map(|x| x / z).collect();
-        let full_kept = nucleus(&full_probs, 0.9);
-        assert!(
-            fast.len() < logits.len(),
-            "the head search should not sort everything"
-        );
-        assert_eq!(kept, full_kept);
-        assert_eq!(&fast[..kept], &full[..kept]);
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if k > 0 {
+            all.truncate(k);
+        }
+        let max = all[0].1 as f64;
+        let w: Vec<f64> = all
+            .iter()
+            .map(|c| ((c.1 as f64 - max) / t as f64).exp())
+            .collect();
+        let z: f64 = w.iter().sum();
+        let mut kept = all.len();
+        if p < 1.0 {
+            let mut cum = 0.0;
+            for (i, x) in w.iter().enumerate() {
+                cum += x / z;
+                if cum >= p as f64 {
+                    kept = i + 1;
+                    break;
+                }
+            }
+        }
+        let zk: f64 = w[..kept].iter().sum();
+        let mut out: Vec<(u32, f64)> = (0..kept).map(|i| (all[i].0, w[i] / zk)).collect();
+        out.sort_by_key(|c| c.0);
+        out
+    }
+
+    #[test]
+    fn distribution_matches_a_full_sort_on_a_large_vocabulary() -> Result<()> {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(5);
+        // Logits shaped like a language model's: a wide bulk and a few strong candidates.
+        let logits: Vec<f32> = (0..50_000)
+            .map(|i| {
+                let base = rng.random::<f32>() * 12.0 - 6.0;
+                if i % 997 == 0 {
+                    base + 12.0
+                } else {
+                    base
+                }
+            })
+            .collect();
+        for (t, k, p) in [
+            (0.7, 0, 1.0),
+            (0.7, 0, 0.9),
+            (1.0, 40, 0.95),
+            (2.0, 0, 0.95),
+            (0.2, 0, 0.5),
+            (1.3, 1000, 1.0),
+            (0.2, 0, 1.0),
+        ] {
+            let mut s = Sampler::new(SamplingParams {
+                top_k: k,
+                top_p: p,
+                ..params(t)
+            })?;
+            let ours: std::collections::HashMap<u32, f64> =
+                s.distribution(&logits, &[])?.into_iter().collect();
+            let want = reference(&logits, t, k, p);
+            assert!(ours.len() <= want.len(), "t {t} k {k} p {p}");
+            for (id, prob) in want {
+                match ours.get(&id) {
+                    Some(&got) => assert!(
+                        (got - prob).abs() <= 1e-6 * prob + 1e-12,
+                        "t {t} k {k} p {p}: token {id} {got} vs {prob}"
+                    ),
+                    // Only the negligible tail may be skipped.
+                    None => assert!(
+                        prob < 1e-15,
+                        "t {t} k {k} p {p}: token {id} ({prob}) missing"
+                    ),
+                }
+            }
+        }
         Ok(())
     }
 
