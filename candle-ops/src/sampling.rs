@@ -93,8 +93,23 @@ pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
     penalized: Vec<f32>,
+    /// The draw's distribution: per-token weights of the whole vocabulary, or candidates.
+    dense: Dense,
     candidates: Vec<Candidate>,
 }
+
+/// Weights of every vocabulary entry (0 for those that cannot be drawn) and the sums of
+/// [`CHUNK`]-token runs of them, so that a draw skips whole runs.
+#[derive(Clone, Debug, Default)]
+struct Dense {
+    weights: Vec<f32>,
+    chunk_sums: Vec<f64>,
+    /// Whether the last fill used these (else `candidates`).
+    active: bool,
+}
+
+/// Tokens per run of [`Dense::chunk_sums`].
+const CHUNK: usize = 1024;
 
 impl Sampler {
     /// A sampler with its RNG seeded from `params.seed`.
@@ -105,6 +120,7 @@ impl Sampler {
             params,
             rng,
             penalized: Vec::new(),
+            dense: Dense::default(),
             candidates: Vec::new(),
         })
     }
@@ -159,17 +175,13 @@ impl Sampler {
 
     /// A draw from the distribution [`Sampler::distribution`] describes.
     fn draw(&mut self, logits: &[f32]) -> Result<u32> {
-        let total = self.fill_candidates(logits)?;
-        let mut r = self.rng.random::<f64>() * total;
-        for c in &self.candidates {
-            let w = c.weight as f64;
-            if r < w {
-                return Ok(c.id);
-            }
-            r -= w;
-        }
-        // Rounding left `r` just above the last weight.
-        Ok(self.candidates.last().map_or(0, |c| c.id))
+        let total = self.fill(logits)?;
+        let r = self.rng.random::<f64>() * total;
+        Ok(if self.dense.active {
+            self.dense.pick(r)
+        } else {
+            pick(self.candidates.iter().map(|c| (c.id, c.weight)), r)
+        })
     }
 
     /// The tokens a non-greedy draw can return, with their probabilities (testing and
@@ -181,25 +193,31 @@ impl Sampler {
         } else {
             logits
         };
-        let total = self.fill_candidates(logits)?;
-        Ok(self
-            .candidates
-            .iter()
-            .map(|c| (c.id, c.weight as f64 / total))
-            .collect())
+        let total = self.fill(logits)?;
+        let as_prob = |(id, w): (u32, f32)| (id, w as f64 / total);
+        Ok(if self.dense.active {
+            (0u32..)
+                .zip(self.dense.weights.iter().copied())
+                .filter(|&(_, w)| w > 0.0)
+                .map(as_prob)
+                .collect()
+        } else {
+            self.candidates
+                .iter()
+                .map(|c| as_prob((c.id, c.weight)))
+                .collect()
+        })
     }
 
-    /// Fills `self.candidates` with the tokens that survive top-k and top-p, weighted by
-    /// `exp((logit - max) / temperature)` (top-k applies to the logits, top-p to the
-    /// probabilities after top-k and temperature); returns the sum of their weights. NaN and
-    /// -inf logits are never chosen; if some logits are +inf, the first of them is.
-    fn fill_candidates(&mut self, logits: &[f32]) -> Result<f64> {
-        let max = logits
-            .iter()
-            .copied()
-            .filter(|l| !l.is_nan())
-            .fold(f32::NEG_INFINITY, f32::max);
+    /// Prepares the distribution of the next draw, weighted by `exp((logit - max) /
+    /// temperature)` (top-k applies to the logits, top-p to the probabilities after top-k and
+    /// temperature): the whole vocabulary as dense weights when neither cuts it, else the
+    /// survivors as candidates. Returns the sum of the weights. NaN and -inf logits are never
+    /// chosen; if some logits are +inf, the first of them is.
+    fn fill(&mut self, logits: &[f32]) -> Result<f64> {
+        let max = max_ignoring_nan(logits);
         self.candidates.clear();
+        self.dense.active = false;
         if max == f32::NEG_INFINITY {
             return Err(Error::InvalidArgument(
                 "every logit is NaN or -inf: nothing to sample".into(),
@@ -215,30 +233,28 @@ impl Sampler {
             return Ok(1.0);
         }
         let t = self.params.temperature;
+        let inv_t = 1.0 / t;
         let floor = max - NEGLIGIBLE * t;
         let k = self.params.top_k;
         if k > 0 && k < logits.len() {
             top_k(logits, k, floor, &mut self.candidates);
+            for c in &mut self.candidates {
+                c.weight = exp_neg((c.logit - max) * inv_t);
+            }
         } else {
-            self.candidates
-                .extend(
-                    logits
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &l)| l >= floor)
-                        .map(|(i, &l)| Candidate {
-                            id: i as u32,
-                            logit: l,
-                            weight: 0.0,
-                        }),
-                );
+            let total = self.dense.fill(logits, max, inv_t, floor);
+            if self.params.top_p >= 1.0 {
+                self.dense.active = true;
+                return Ok(total);
+            }
+            self.candidates.extend(
+                (0u32..)
+                    .zip(logits.iter().zip(&self.dense.weights))
+                    .filter(|(_, (_, &w))| w > 0.0)
+                    .map(|(id, (&logit, &weight))| Candidate { id, logit, weight }),
+            );
         }
-        let inv_t = 1.0 / t;
-        let mut total = 0.0f64;
-        for c in &mut self.candidates {
-            c.weight = ((c.logit - max) * inv_t).exp();
-            total += c.weight as f64;
-        }
+        let mut total: f64 = self.candidates.iter().map(|c| c.weight as f64).sum();
         if self.params.top_p < 1.0 {
             total = nucleus(
                 &mut self.candidates,
@@ -249,6 +265,105 @@ impl Sampler {
         }
         Ok(total)
     }
+}
+
+impl Dense {
+    /// Weighs every token (0 below `floor` and for NaN) and returns the total.
+    fn fill(&mut self, logits: &[f32], max: f32, inv_t: f32, floor: f32) -> f64 {
+        self.weights.resize(logits.len(), 0.0);
+        // A branch-free loop over plain slices: the compiler vectorizes it, `exp_neg` included.
+        for (w, &l) in self.weights.iter_mut().zip(logits) {
+            let e = exp_neg((l - max) * inv_t);
+            *w = if l >= floor { e } else { 0.0 };
+        }
+        self.chunk_sums.clear();
+        self.chunk_sums
+            .extend(self.weights.chunks(CHUNK).map(sum_f64));
+        self.chunk_sums.iter().sum()
+    }
+
+    /// The token where the running sum of the weights passes `r`.
+    fn pick(&self, mut r: f64) -> u32 {
+        for (i, &sum) in self.chunk_sums.iter().enumerate() {
+            if r < sum {
+                let start = i * CHUNK;
+                let run = &self.weights[start..(start + CHUNK).min(self.weights.len())];
+                return pick((start as u32..).zip(run.iter().copied()), r);
+            }
+            r -= sum;
+        }
+        // Rounding left `r` just above the total: the last token that can be drawn.
+        self.weights.iter().rposition(|&w| w > 0.0).unwrap_or(0) as u32
+    }
+}
+
+/// The token of `(id, weight)` pairs where the running sum passes `r`; the last one with a
+/// weight when rounding leaves `r` just above their total.
+fn pick(weights: impl Iterator<Item = (u32, f32)>, mut r: f64) -> u32 {
+    let mut last = 0;
+    for (id, w) in weights {
+        if w <= 0.0 {
+            continue;
+        }
+        if r < w as f64 {
+            return id;
+        }
+        r -= w as f64;
+        last = id;
+    }
+    last
+}
+
+/// The largest logit, NaN ignored (`f32::max` returns the other operand), in eight lanes so
+/// that the loop vectorizes.
+fn max_ignoring_nan(logits: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = logits.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, &l) in lanes.iter_mut().zip(c) {
+            *m = m.max(l);
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The sum in f64, in eight lanes so that the loop vectorizes.
+fn sum_f64(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        for (s, &v) in lanes.iter_mut().zip(c) {
+            *s += v as f64;
+        }
+    }
+    chunks.remainder().iter().map(|&v| v as f64).sum::<f64>() + lanes.iter().sum::<f64>()
+}
+
+/// `e^x` for `x <= 0`, within 2 units in the last place, as plain arithmetic that the
+/// compiler vectorizes (libm's `expf` is one call per element, most of a 128k-vocabulary
+/// draw). `x = n ln2 + r` with `|r| <= ln2 / 2` (ln2 in two parts, so `r` is exact enough),
+/// `e^r` by its Taylor series to degree 7 (truncation below 6e-9), `2^n` built in the
+/// exponent bits. Results below `e^-87` are clamped there.
+fn exp_neg(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and removing 1.5 * 2^23 rounds to the nearest integer without a call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 0.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// Orders candidates best first: higher logit, then lower id.
@@ -557,6 +672,21 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn exp_neg_is_within_two_ulps_of_exp() {
+        for i in 0..=870_000 {
+            let x = -(i as f32) * 1e-4;
+            let want = (x as f64).exp();
+            let got = exp_neg(x) as f64;
+            assert!(
+                (got - want).abs() <= 2.5e-7 * want,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(f32::NEG_INFINITY), exp_neg(-87.0));
     }
 
     #[test]
