@@ -67,7 +67,7 @@ pub struct Metrics {
     pub time_to_first_token: Histogram,
     /// Seconds between two generated tokens of one request.
     pub time_per_output_token: Histogram,
-    /// KV cells (tokens) holding a sequence's keys and values.
+    /// KV positions in pages held by sequences (running requests and cached prefixes).
     pub kv_used: Gauge,
     /// KV cells the server has in all (`-c`, shared by the sequences).
     pub kv_capacity: Gauge,
@@ -143,7 +143,7 @@ impl Metrics {
         );
         registry.register(
             "kv_cache_used_tokens",
-            "KV cache cells holding a sequence's tokens",
+            "KV cache positions in pages held by sequences (running requests and cached prefixes)",
             m.kv_used.clone(),
         );
         registry.register(

@@ -5,11 +5,19 @@
 //! (503 while the model loads and while draining) and `GET /metrics` (OpenMetrics text).
 //! Binds 127.0.0.1 by default, before the model is loaded, so that health checks see it load.
 //!
-//! Concurrency: `--parallel N` slots (default 1), each with its own KV cache, run one request
-//! at a time; further requests wait in a FIFO queue of `--queue` places (default 64), and a
-//! request that finds it full gets 503. A slot keeps its cache between requests, so a chat
-//! whose history is a prefix of the previous request only computes the new part. A client that
-//! disconnects cancels its generation at the next token.
+//! Concurrency: continuous batching (see [`engine`]). Up to `--parallel N` requests (default 1)
+//! generate together, every one advancing in each batched forward pass; `-c` is the KV budget
+//! in positions shared by all of them (llama-server's `-c` with `-np`), and also the most one
+//! request may hold. A request joins at the next step; prompts are read in chunks of
+//! `--prefill-chunk` tokens between decode steps, so streams in progress keep receiving tokens.
+//! A request is admitted only when its prompt plus `max_tokens` fits beside what the running
+//! ones may still need (so a request without `max_tokens`, which may fill the context, runs
+//! alone); others wait in a FIFO queue of `--queue` places (default 64), and a request that
+//! finds it full gets 503. A finished request's tokens stay cached: a new request reuses the
+//! longest cached prefix of its prompt (a chat that resends its history computes only the new
+//! turn; requests with one long system prompt share its pages), reported as
+//! `usage.prompt_tokens_details.cached_tokens`. A client that disconnects cancels its request
+//! before the next step.
 //!
 //! Shutdown: SIGTERM or SIGINT starts a drain: `/health` and new generation requests answer
 //! 503, the requests in flight finish (for at most `--drain-timeout` seconds, after which they
@@ -19,17 +27,18 @@
 //! unsupported values and prompts that do not fit the context get 400, all with OpenAI's JSON
 //! error body.
 
+mod engine;
 mod lifecycle;
 mod metrics;
 mod openai;
 mod routes;
 mod stop;
 mod tokenize;
-mod worker;
 
-use crate::args::{CacheType, ModelArgs};
+use crate::args::ModelArgs;
 use crate::error::{CliError, CliResult};
 use crate::model_source;
+use bitnet_candle::scheduler::SchedulerConfig;
 use clap::Args;
 use lifecycle::Lifecycle;
 use metrics::Metrics;
@@ -46,10 +55,16 @@ pub struct ServeArgs {
     /// Port to listen on (0 = any free port; the chosen one is printed).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Requests generated at the same time, each with its own KV cache.
+    /// Most requests generated together (sequences in one batch); they share the -c budget.
     #[arg(long = "parallel", short = 'P', default_value_t = 1)]
     pub parallel: usize,
-    /// Requests that may wait for a free slot before new ones get 503.
+    /// Most tokens in one forward pass (decode rows plus prompt chunks).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: usize,
+    /// Most prompt tokens read in one step, between the decode steps of running requests.
+    #[arg(long = "prefill-chunk", default_value_t = 256)]
+    pub prefill_chunk: usize,
+    /// Requests that may wait for a sequence before new ones get 503.
     #[arg(long = "queue", default_value_t = 64)]
     pub queue: usize,
     /// Largest accepted request body, in bytes.
@@ -64,10 +79,16 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: &ServeArgs) -> CliResult {
-    if args.parallel == 0 || args.queue == 0 {
+    if args.parallel == 0 || args.queue == 0 || args.prefill_chunk == 0 {
         return Err(CliError::Usage(
-            "--parallel and --queue must be at least 1".into(),
+            "--parallel, --queue and --prefill-chunk must be at least 1".into(),
         ));
+    }
+    if args.batch_size < args.parallel {
+        return Err(CliError::Usage(format!(
+            "--batch-size ({}) must hold one token of each of the --parallel {} requests",
+            args.batch_size, args.parallel
+        )));
     }
     if !(args.drain_timeout.is_finite() && args.drain_timeout >= 0.0) {
         return Err(CliError::Usage(format!(
@@ -168,6 +189,8 @@ async fn serve(args: &ServeArgs) -> CliResult {
 struct ServeModel {
     model: ModelArgs,
     parallel: usize,
+    batch_size: usize,
+    prefill_chunk: usize,
     queue: usize,
     alias: Option<String>,
 }
@@ -177,6 +200,8 @@ impl From<&ServeArgs> for ServeModel {
         ServeModel {
             model: args.model.clone(),
             parallel: args.parallel,
+            batch_size: args.batch_size,
+            prefill_chunk: args.prefill_chunk,
             queue: args.queue,
             alias: args.alias.clone(),
         }
@@ -187,12 +212,17 @@ impl ServeModel {
     fn load(self, metrics: std::sync::Arc<Metrics>) -> CliResult<Ready> {
         let loaded = model_source::load(&self.model)?;
         let n_ctx = self.model.ctx_size.unwrap_or(loaded.model.n_ctx_train());
-        let kv = match self.model.cache_type {
-            CacheType::F32 => bitnet_candle::KvDtype::F32,
-            CacheType::F16 => bitnet_candle::KvDtype::F16,
+        let config = SchedulerConfig {
+            n_seq_max: self.parallel,
+            n_ctx,
+            n_batch: self.batch_size,
+            prefill_chunk: self.prefill_chunk.min(self.batch_size),
+            kv_dtype: self.model.cache_type.into(),
+            prefix_reuse: true,
         };
-        let queue =
-            worker::Queue::start(&loaded.model, self.parallel, n_ctx, kv, self.queue, metrics)?;
+        let queue = engine::Queue::start(&loaded.model, config, self.queue, metrics)?;
+        // The most one request may hold: the budget, within the model's context.
+        let n_ctx = n_ctx.min(loaded.model.weights().max_context());
         let model_id = self.alias.unwrap_or_else(|| {
             loaded
                 .path

@@ -101,6 +101,14 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// OpenAI's breakdown of the prompt tokens: `cached_tokens` came from a cached prefix (another
+/// request's or this conversation's earlier turn) and were not computed again.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
 }
 
 /// The error body OpenAI returns.

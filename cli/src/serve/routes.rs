@@ -1,12 +1,12 @@
 //! HTTP handlers: request validation, prompt building, and the JSON / SSE response shapes.
 
+use super::engine::{Event, Job, Queue};
 use super::lifecycle::{InFlight, Lifecycle, Phase};
 use super::metrics::{self, Metrics, Outcome};
 use super::openai::{
     ChatRequest, CompletionRequest, Content, ErrorBody, ErrorDetail, Prompt, SamplingFields, Usage,
 };
 use super::tokenize;
-use super::worker::{Event, Job, Queue};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -386,7 +386,7 @@ async fn start(state: AppState, req: Request) -> Result<Response, ApiError> {
             "the server is shutting down; retry on another replica",
         ));
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let job = Job {
         prompt: req.prompt,
         params,
@@ -499,7 +499,7 @@ struct ResponseMeta {
 
 async fn collect_response(
     meta: ResponseMeta,
-    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     echo: Option<String>,
 ) -> Result<Response, ApiError> {
     let mut text = echo.unwrap_or_default();
@@ -581,7 +581,7 @@ fn chunk(
 /// leaves (dropping the events receiver cancels the generation at its next token).
 fn stream_response(
     meta: ResponseMeta,
-    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     echo: Option<String>,
     include_usage: bool,
     in_flight: InFlight,
@@ -654,9 +654,10 @@ fn unix_time() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::worker::Queue;
+    use crate::serve::engine::Queue;
+    use bitnet_candle::scheduler::SchedulerConfig;
     use bitnet_candle::synthetic::{write_synthetic_gguf, SyntheticSpec};
-    use bitnet_candle::{KvDtype, LoadOptions};
+    use bitnet_candle::LoadOptions;
 
     /// Fits every POST endpoint (each ignores the others' fields).
     const BODY: &str = r#"{"prompt": "hi", "content": "hi", "max_tokens": 1,
@@ -714,7 +715,12 @@ mod tests {
         let path = dir.path().join("tiny.gguf");
         write_synthetic_gguf(&path, &SyntheticSpec::tiny()).unwrap();
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
-        let queue = Queue::start(&model, 1, 64, KvDtype::F32, 4, metrics).unwrap();
+        let config = SchedulerConfig {
+            n_seq_max: 1,
+            n_ctx: 64,
+            ..SchedulerConfig::default()
+        };
+        let queue = Queue::start(&model, config, 4, metrics).unwrap();
         state.set_ready(Ready::new(model, "tiny".into(), 64, queue));
         let (status, body) = run("GET", "/health").await.unwrap();
         assert_eq!((status, &body["status"]), (200, &json!("ok")));

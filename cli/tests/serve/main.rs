@@ -7,6 +7,7 @@ mod common;
 mod python;
 
 mod api;
+mod batching;
 mod deploy;
 mod load;
 mod openai_client;

@@ -71,7 +71,8 @@ fn metrics_count_requests_and_tokens() {
     assert_eq!(value("bitnet_time_per_output_token_seconds_count"), 4.0);
     assert_eq!(value("bitnet_requests_running"), 0.0);
     assert_eq!(value("bitnet_requests_queued"), 0.0);
-    assert_eq!(value("bitnet_kv_cache_capacity_tokens"), 512.0);
+    // -c is one budget shared by the --parallel sequences.
+    assert_eq!(value("bitnet_kv_cache_capacity_tokens"), 256.0);
     assert!(value("bitnet_kv_cache_used_tokens") >= 5.0);
     assert!(text.ends_with("# EOF\n"));
 }
