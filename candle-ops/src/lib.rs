@@ -23,6 +23,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod models;
 pub mod op;
+pub mod piece;
 pub mod pool;
 pub mod rope;
 pub mod safetensors_backend;
@@ -49,5 +50,6 @@ pub use models::{
     ModelConfig, ModelWeights,
 };
 pub use op::TernaryMatMul;
+pub use piece::Pieces;
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::Tokenizer;

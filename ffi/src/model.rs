@@ -2,7 +2,6 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use bitnet_candle::{LoadOptions, Model};
 
@@ -12,8 +11,8 @@ use crate::error::{
     BITNET_ERR_TOKEN,
 };
 use crate::params::{self, Versioned};
-use crate::piece::Pieces;
 use crate::text::{c_str, handle, put};
+use bitnet_candle::Pieces;
 
 /// `bitnet_model_params.device`: the CPU; `BITNET_DEVICE_CUDA(n)` is `1 + n`.
 pub const BITNET_DEVICE_CPU: u32 = 0;
@@ -50,8 +49,6 @@ impl Versioned for bitnet_model_params {
 pub struct bitnet_model {
     pub(crate) model: Model,
     pub(crate) pieces: Pieces,
-    /// The tokenizer with special-token parsing off, built on first use.
-    pub(crate) plain_tokenizer: OnceLock<tokenizers::Tokenizer>,
     architecture: CString,
     desc: CString,
     name: Option<CString>,
@@ -62,7 +59,6 @@ impl bitnet_model {
     fn new(model: Model) -> Self {
         Self {
             pieces: Pieces::new(model.tokenizer()),
-            plain_tokenizer: OnceLock::new(),
             architecture: c_string(model.architecture()),
             desc: c_string(&model.description()),
             name: model.name().map(c_string),
