@@ -105,6 +105,16 @@ enum bitnet_kv_type {
     BITNET_KV_F16 = 1  /* half the memory; logits move slightly */
 };
 
+/* Storage of the LM head (bitnet_model_params.head_type): as in the file, or quantized once at
+ * load with ggml's reference quantizers from the file's F16/BF16/F32 rows. Fewer bytes per
+ * generated token (decoding is bound by memory bandwidth), slightly different logits. */
+enum bitnet_head_type {
+    BITNET_HEAD_FILE = 0, /* as the file stores it (default) */
+    BITNET_HEAD_Q8_0 = 1, /* ggml Q8_0, 8.5 bits per weight */
+    BITNET_HEAD_Q6_K = 2, /* ggml Q6_K, 6.56 bits per weight */
+    BITNET_HEAD_Q4_0 = 3  /* ggml Q4_0, 4.5 bits per weight */
+};
+
 struct bitnet_model;   /* loaded weights, tokenizer and metadata; shareable between threads */
 struct bitnet_context; /* sequences sharing one KV cache, their tokens, the last logits */
 struct bitnet_sampler; /* sampling settings and RNG state */
@@ -137,6 +147,7 @@ struct bitnet_model_params {
     int32_t n_threads;          /* kernel threads (process-wide); 0 = keep the current setting */
     uint32_t n_ctx_max;         /* largest n_ctx of any context; 0 = the training context */
     const char *tokenizer_json; /* NULL = GGUF vocabulary; else a tokenizer.json with the same ids */
+    int32_t head_type;          /* enum bitnet_head_type */
 };
 
 /* Fills *params with defaults; struct_size is the caller's sizeof(*params). */

@@ -40,7 +40,7 @@ pub use generate::{
 };
 pub use kv_cache::{KvCache, KvDtype, SeqId};
 pub use models::{
-    is_checkpoint_dir, Architecture, BareModel, LoadOptions, Logits, Model, ModelConfig,
+    is_checkpoint_dir, Architecture, BareModel, HeadType, LoadOptions, Logits, Model, ModelConfig,
     ModelWeights,
 };
 pub use op::TernaryMatMul;

@@ -68,6 +68,7 @@ pub fn load(args: &ModelArgs) -> CliResult<Loaded> {
         max_context: args.ctx_size,
         tokenizer_json: args.tokenizer.clone(),
         offline: args.offline,
+        head_type: args.head_type.into(),
         ..LoadOptions::default()
     };
     let start = Instant::now();
@@ -75,12 +76,13 @@ pub fn load(args: &ModelArgs) -> CliResult<Loaded> {
     let load_time = start.elapsed();
     let path = source.path();
     eprintln!(
-        "loaded {} from {} in {:.2} s ({} threads, kernel {:?})",
+        "loaded {} from {} in {:.2} s ({} threads, kernel {:?}, LM head {:?})",
         model.description(),
         path.display(),
         load_time.as_secs_f64(),
         bitnet_backend::threads::num_threads(),
         bitnet_backend::kernels::selected(),
+        model.weights().output().ggml_type(),
     );
     Ok(Loaded {
         model,

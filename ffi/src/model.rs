@@ -4,7 +4,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use bitnet_candle::{LoadOptions, Model};
+use bitnet_candle::{HeadType, LoadOptions, Model};
 
 use crate::bitnet_token;
 use crate::error::{
@@ -15,6 +15,13 @@ use crate::params::{self, Versioned};
 use crate::piece::Pieces;
 use crate::text::{c_str, handle, put};
 
+/// `enum bitnet_head_type` (an enum without negative values: `unsigned int` in C).
+pub type bitnet_head_type = std::ffi::c_uint;
+pub const BITNET_HEAD_FILE: bitnet_head_type = 0;
+pub const BITNET_HEAD_Q8_0: bitnet_head_type = 1;
+pub const BITNET_HEAD_Q6_K: bitnet_head_type = 2;
+pub const BITNET_HEAD_Q4_0: bitnet_head_type = 3;
+
 /// Options of `bitnet_model_load` (versioned, see params.rs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +30,7 @@ pub struct bitnet_model_params {
     pub n_threads: i32,
     pub n_ctx_max: u32,
     pub tokenizer_json: *const c_char,
+    pub head_type: i32,
 }
 
 impl Versioned for bitnet_model_params {
@@ -36,6 +44,7 @@ impl Versioned for bitnet_model_params {
             n_threads: 0,
             n_ctx_max: 0,
             tokenizer_json: std::ptr::null(),
+            head_type: BITNET_HEAD_FILE as i32,
         }
     }
 }
@@ -151,10 +160,23 @@ fn load_options(p: &bitnet_model_params) -> FfiResult<LoadOptions> {
             c_str(p.tokenizer_json, "tokenizer_json")
         }?)),
     };
+    let head_type = match u32::try_from(p.head_type) {
+        Ok(BITNET_HEAD_FILE) => HeadType::File,
+        Ok(BITNET_HEAD_Q8_0) => HeadType::Q8_0,
+        Ok(BITNET_HEAD_Q6_K) => HeadType::Q6K,
+        Ok(BITNET_HEAD_Q4_0) => HeadType::Q4_0,
+        _ => {
+            return Err(FfiError::invalid(format!(
+                "head_type {} is not a bitnet_head_type",
+                p.head_type
+            )))
+        }
+    };
     Ok(LoadOptions {
         n_threads: (n_threads > 0).then_some(n_threads),
         max_context: (p.n_ctx_max > 0).then_some(p.n_ctx_max as usize),
         tokenizer_json,
+        head_type,
         ..LoadOptions::default()
     })
 }

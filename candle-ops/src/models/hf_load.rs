@@ -36,7 +36,8 @@ pub(crate) fn load(
     let weight_format = hf::weight_format(&src, &plan);
     let file_size = src.data_bytes();
     let vb = VarBuilder::from_backend(Box::new(SafetensorsBackend::new(src)), dtype, Device::Cpu);
-    let weights = ModelWeights::from_varbuilder(vb, &cfg, options.max_context)?;
+    let weights =
+        ModelWeights::from_varbuilder_with_head(vb, &cfg, options.max_context, options.head_type)?;
     let vocab = Vocab::load(&dir, &cfg, plan.n_vocab)?.metadata();
     let info = ModelInfo {
         name: folder_name(&dir).or_else(|| Some(dir_or_repo.to_owned())),

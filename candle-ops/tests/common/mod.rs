@@ -7,9 +7,14 @@ use bitnet_candle::{LoadOptions, Model};
 
 /// `SyntheticSpec::tiny()` written to a temporary folder and loaded (keep the folder alive).
 pub fn tiny_model() -> (tempfile::TempDir, Model) {
+    tiny_model_with(&LoadOptions::default())
+}
+
+/// [`tiny_model`] loaded with `options`.
+pub fn tiny_model_with(options: &LoadOptions) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
     write_synthetic_gguf(&path, &SyntheticSpec::tiny()).unwrap();
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = Model::load(&path, options).unwrap();
     (dir, model)
 }
