@@ -324,6 +324,7 @@ fn rows_kernel(
     #[cfg(target_arch = "x86_64")]
     if matches!(kernel, DenseKernel::Avx512 | DenseKernel::Avx2) {
         let avx512 = kernel == DenseKernel::Avx512;
+        let int512 = avx512 && x86::has_avx512_int();
         // Several tokens (batched decode, prefill logits): on AVX-512, float rows are widened
         // once for two tokens at a time (same sums, bit for bit).
         let pair_x = match acts {
@@ -356,7 +357,7 @@ fn rows_kernel(
                             false => x86::dot4_avx2(w, rs, x, &mut dots),
                         }
                     }
-                    Acts::Quantized(q) => x86_qdot::dot4(avx512, w, rs, q.token(t), &mut dots),
+                    Acts::Quantized(q) => x86_qdot::dot4(int512, w, rs, q.token(t), &mut dots),
                 }
                 for (r, dot) in rs.into_iter().zip(dots) {
                     put(t, r, dot);

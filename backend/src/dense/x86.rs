@@ -10,10 +10,17 @@ use std::arch::x86_64::*;
 use super::{DenseMatrix, DenseType, Q8_0_BLOCK, Q8_0_BLOCK_BYTES, ROW_GROUP};
 use crate::kernels::x86::prefetch_lines;
 
-/// AVX-512F for the float kernels; BW, VBMI and VNNI for the integer ones (`x86_qdot`). CPUs
-/// with AVX-512 but without the last two (Skylake-X) run the AVX2 kernels.
+/// AVX-512F (with F16C) for the float kernels. The float kernel a CPU runs decides the order of
+/// the sums, so this test must not change: `--head-type file` logits stay bit-identical.
 pub(super) fn has_avx512() -> bool {
-    is_x86_feature_detected!("avx512f")
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c")
+}
+
+/// BW, VBMI and VNNI on top, for the integer kernels (`x86_qdot`). CPUs with AVX-512 but without
+/// them (Skylake-X, Cascade Lake) run the integer kernels' AVX2 versions, and the float ones on
+/// AVX-512 still.
+pub(super) fn has_avx512_int() -> bool {
+    has_avx512()
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vbmi")
         && is_x86_feature_detected!("avx512vnni")

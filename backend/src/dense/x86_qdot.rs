@@ -37,7 +37,7 @@ pub(super) fn dot4(
     let rows = rs.map(|r| w.data[r * w.row_bytes..(r + 1) * w.row_bytes].as_ptr());
     match avx512 {
         true => assert!(
-            super::x86::has_avx512(),
+            super::x86::has_avx512_int(),
             "AVX-512 kernel called on a CPU without it"
         ),
         false => assert!(
