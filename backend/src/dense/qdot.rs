@@ -197,19 +197,20 @@ fn q6_k_block(blk: &[u8], b: usize, t: Token<'_>) -> f32 {
     let dw = f16::from_le_bytes([blk[208], blk[209]]).to_f32();
     let q = &t.qs[b * QK_K..(b + 1) * QK_K];
     let mut isum = 0i32;
-    for j in 0..QK_K / SUB {
+    for (j, (&scale, qs)) in sc.iter().zip(q.chunks_exact(SUB)).enumerate() {
         let mut dot = 0i32;
-        for i in SUB * j..SUB * (j + 1) {
+        for (k, &qv) in qs.iter().enumerate() {
             // Value i: half h = i / 128, then l = i % 32 and quarter p = (i % 128) / 32 pick the
             // nibble of ql and the bit pair of qh.
+            let i = SUB * j + k;
             let (h, p, l) = (i / 128, (i % 128) / 32, i % 32);
             let lo = ql[64 * h + l + 32 * (p % 2)];
             let nibble = if p < 2 { lo & 0xf } else { lo >> 4 };
             let high = (qh[32 * h + l] >> (2 * p)) & 3;
-            dot += i32::from(nibble | high << 4) * i32::from(q[i]);
+            dot += i32::from(nibble | high << 4) * i32::from(qv);
         }
         let bsum = i32::from(t.sums[b * (QK_K / SUB) + j]);
-        isum += i32::from(sc[j] as i8) * (dot - 32 * bsum);
+        isum += i32::from(scale as i8) * (dot - 32 * bsum);
     }
     dw * t.d[b] * isum as f32
 }

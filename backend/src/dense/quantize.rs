@@ -33,6 +33,10 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Fills `buf` (exactly the bytes of those rows) with the source rows `rows`; called from several
+/// threads at once, for disjoint row ranges.
+pub type ReadRows<'a> = dyn Fn(Range<usize>, &mut [u8]) -> Result<()> + Sync + 'a;
+
 /// Quantizes a `[rows, cols]` matrix of `src_ty` (F32, F16 or BF16) to `target` (Q8_0, Q6_K or
 /// Q4_0). `read(rows, buf)` must fill `buf` (exactly the bytes of those rows) with the source
 /// rows; it is called from several threads at once, for disjoint row ranges.
@@ -41,7 +45,7 @@ pub fn quantize_matrix(
     rows: usize,
     cols: usize,
     target: DenseType,
-    read: &(dyn Fn(Range<usize>, &mut [u8]) -> Result<()> + Sync),
+    read: &ReadRows<'_>,
 ) -> Result<HugePageBuffer> {
     if !matches!(src_ty, DenseType::F32 | DenseType::F16 | DenseType::BF16) {
         return Err(Error::format(

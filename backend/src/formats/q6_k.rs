@@ -294,7 +294,7 @@ mod tests {
                     3 => x * 1e-2,
                     4 => ((x * 40.0) as i32) as f32 * 0.5,
                     5 => half::f16::from_f32(x * 0.05).to_f32(),
-                    6 if (i / BLOCK) % 3 == 0 => 0.0,
+                    6 if (i / BLOCK).is_multiple_of(3) => 0.0,
                     _ => x,
                 }
             })

@@ -13,7 +13,8 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use bitnet_backend::dense::{quantize::quantize_matrix, DenseType};
+use bitnet_backend::dense::quantize::{quantize_matrix, ReadRows};
+use bitnet_backend::dense::DenseType;
 use bitnet_backend::gguf::{GgmlType, GgufFile, TensorInfo};
 
 use crate::embedding::{DenseWeights, SharedBytes};
@@ -147,7 +148,7 @@ fn quantized(
     rows: usize,
     cols: usize,
     target: DenseType,
-    read: &(dyn Fn(Range<usize>, &mut [u8]) -> bitnet_backend::Result<()> + Sync),
+    read: &ReadRows<'_>,
 ) -> Result<DenseWeights> {
     let quantized = quantize_matrix(src, rows, cols, target, read)?;
     let len = quantized.len();
