@@ -9,6 +9,10 @@
  *   struct bitnet_seq_batch with a sequence id per token, bitnet_decode_seqs(), per-sequence
  *   KV-cache calls (bitnet_kv_cache_seq_*) and BITNET_ERR_SEQ_ID. A host built against API 1
  *   runs unchanged: its contexts have one sequence (id 0), which every API 1 call addresses.
+ *   2 also adds bitnet_model_params.device: a model on a GPU (BITNET_DEVICE_CUDA(n), for a
+ *   library built with the cuda feature); its contexts hold one sequence (n_seq_max 1).
+ *   2 also adds bitnet_model_params.head_type: the LM head as in the file or quantized once at
+ *   load (enum bitnet_head_type).
  *
  * Library: libbitnet.so / libbitnet.a, built by `cargo build --release -p bitnet-ffi`.
  *
@@ -147,8 +151,17 @@ struct bitnet_model_params {
     int32_t n_threads;          /* kernel threads (process-wide); 0 = keep the current setting */
     uint32_t n_ctx_max;         /* largest n_ctx of any context; 0 = the training context */
     const char *tokenizer_json; /* NULL = GGUF vocabulary; else a tokenizer.json with the same ids */
-    int32_t head_type;          /* enum bitnet_head_type */
+    /* API 2 (an API 1 host's shorter struct gets the CPU): */
+    uint32_t device; /* BITNET_DEVICE_CPU (default) or BITNET_DEVICE_CUDA(n): GPU n, for a library
+                      * built with the cuda feature (else BITNET_ERR_INVALID_ARG). Contexts of a
+                      * model on a GPU hold one sequence: n_seq_max > 1 is BITNET_ERR_INVALID_ARG */
+    /* API 2 (a shorter struct gets BITNET_HEAD_FILE): */
+    int32_t head_type; /* enum bitnet_head_type; the quantized heads run on the CPU only: with a
+                        * GPU device, anything but BITNET_HEAD_FILE is BITNET_ERR_INVALID_ARG */
 };
+
+#define BITNET_DEVICE_CPU 0u
+#define BITNET_DEVICE_CUDA(n) (1u + (uint32_t)(n))
 
 /* Fills *params with defaults; struct_size is the caller's sizeof(*params). */
 bitnet_status bitnet_model_params_init(struct bitnet_model_params *params, size_t struct_size);

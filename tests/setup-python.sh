@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Creates <workspace>/.venv with the pinned packages of tests/requirements-gguf.txt, which the
-# gguf-py cross-check tests run (they use $BITNET_PYTHON, else .venv/bin/python).
+# Creates <workspace>/.venv with the pinned packages of tests/requirements-*.txt: gguf-py for
+# the cross-checks, the openai client and friends for the server tests (they use
+# $BITNET_PYTHON, else .venv/bin/python).
 # Idempotent: does nothing when the venv already has every pinned version.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
-req="$root/tests/requirements-gguf.txt"
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup-python: creating $venv" >&2
@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 pins_satisfied() {
-  "$venv/bin/python" - "$req" <<'PY'
+  "$venv/bin/python" - "$1" <<'PY'
 import importlib.metadata as md
 import sys
 
@@ -30,7 +30,9 @@ for line in open(sys.argv[1]):
 PY
 }
 
-if ! pins_satisfied; then
-  echo "setup-python: installing $(grep -v '^#' "$req" | xargs)" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-fi
+for req in "$root"/tests/requirements-*.txt; do
+  if ! pins_satisfied "$req"; then
+    echo "setup-python: installing $(grep -v '^#' "$req" | xargs)" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  fi
+done

@@ -8,8 +8,9 @@ cd "$root"
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: aarch64 cross linker + user-mode emulator for the NEON kernels; cmake, make
-# and g++ build the pinned llama.cpp for the ggml plugin tests.
-apt_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libclang-dev cmake make g++ valgrind)
+# and g++ build the pinned llama.cpp for the ggml plugin tests; haproxy balances two server
+# replicas in the serve tests.
+apt_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libclang-dev cmake make g++ valgrind haproxy)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use half::f16;
 
 use crate::formats::{tq1_0, tq2_0};
-use crate::kernels::block_q8k::{self, TokenQ8k, LANES, QK_K};
+use crate::kernels::block_q8k::{self, TileQ8k, LANES, LANE_GROUP, QK_K};
 use crate::kernels::{self, KernelKind, STRIP_ROWS};
 use crate::repack::TernaryMatrix;
 use crate::threads;
@@ -40,14 +40,41 @@ fn nearest_int(v: f32) -> i32 {
     (bits & 0x007F_FFFF) - 0x0040_0000
 }
 
-/// Activations quantized to ggml's Q8_K, one row per token.
+/// Token tiles the kernels take, largest first (the AVX-512 kernel has one per size; a
+/// prompt is cut greedily, so only its last few tokens run in smaller tiles).
+const TILE_SIZES: [usize; 5] = [16, 8, 4, 2, 1];
+
+/// Cuts `n_tokens` into `(first token, count)` tiles of [`TILE_SIZES`].
+fn tile_plan(n_tokens: usize) -> Vec<(usize, usize)> {
+    let mut plan = Vec::new();
+    let mut t0 = 0;
+    for size in TILE_SIZES {
+        while n_tokens - t0 >= size {
+            plan.push((t0, size));
+            t0 += size;
+        }
+    }
+    plan
+}
+
+/// Activations quantized to ggml's Q8_K, in token tiles laid out for the kernels
+/// ([`block_q8k::TileQ8k`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Q8kActivations {
     n_tokens: usize,
     cols: usize,
-    qs: Vec<i8>,
+    /// Row-major values, one row per token (quantization writes them; tiling reads them).
+    row_qs: Vec<i8>,
+    /// Per token and block: the lane sums.
+    row_corr: Vec<[i32; LANES]>,
+    /// `d[t·nb + b]`: block scales (the tiles use them in place).
     d: Vec<f32>,
-    corr: Vec<[i32; LANES]>,
+    /// `(first token, count)` per tile.
+    tiles: Vec<(usize, usize)>,
+    /// The tiles' values, tile after tile (tile `(t0, n)` at `t0 · cols`).
+    tile_qs: Vec<i8>,
+    /// The tiles' negated lane sums, tile after tile (tile `(t0, n)` at `t0 · nb · 8`).
+    tile_neg_corr: Vec<i32>,
 }
 
 impl Q8kActivations {
@@ -81,25 +108,36 @@ impl Q8kActivations {
         let nb = cols / QK_K;
         self.n_tokens = n_tokens;
         self.cols = cols;
-        self.qs.resize(x.len(), 0);
+        self.row_qs.resize(x.len(), 0);
         self.d.resize(n_tokens * nb, 0.0);
-        self.corr.resize(n_tokens * nb, [0; LANES]);
-        // Large batches (prompts) are quantized on every thread: on the caller alone this was
-        // a serial stretch in every mat-mul while the other threads waited.
+        self.row_corr.resize(n_tokens * nb, [0; LANES]);
+        self.quantize_rows(x);
+        self.build_tiles();
+        Ok(())
+    }
+
+    /// Quantizes every row (on every thread for large batches: on the caller alone this was
+    /// a serial stretch in every mat-mul while the other threads waited).
+    fn quantize_rows(&mut self, x: &[f32]) {
+        let (n_tokens, cols, nb) = (self.n_tokens, self.cols, self.cols / QK_K);
         let n_tasks = if x.len() < PARALLEL_MIN_QUANT {
             1
         } else {
             (threads::num_threads() * TASKS_PER_THREAD).min(n_tokens)
         };
         if n_tasks <= 1 {
-            quantize_blocks(x, &mut self.qs, &mut self.d, &mut self.corr);
-            return Ok(());
+            quantize_blocks(x, &mut self.row_qs, &mut self.d, &mut self.row_corr);
+            return;
         }
         // Task i quantizes tokens [n_tokens·i/n_tasks, n_tokens·(i+1)/n_tasks): disjoint
         // slices, each behind its own (never contended) lock so the closure can be shared.
         let mut parts = Vec::with_capacity(n_tasks);
-        let (mut x, mut qs, mut d, mut corr) =
-            (x, &mut self.qs[..], &mut self.d[..], &mut self.corr[..]);
+        let (mut x, mut qs, mut d, mut corr) = (
+            x,
+            &mut self.row_qs[..],
+            &mut self.d[..],
+            &mut self.row_corr[..],
+        );
         for i in 0..n_tasks {
             let toks = n_tokens * (i + 1) / n_tasks - n_tokens * i / n_tasks;
             let (x0, x1) = x.split_at(toks * cols);
@@ -114,7 +152,39 @@ impl Q8kActivations {
             let (x, qs, d, corr) = &mut *part;
             quantize_blocks(x, qs, d, corr);
         });
-        Ok(())
+    }
+
+    /// Interleaves the rows into tiles. Lane `m` of a tile is one contiguous part of its
+    /// values and of its sums, so (tile, lane) pairs are independent tasks.
+    fn build_tiles(&mut self) {
+        let (cols, nb) = (self.cols, self.cols / QK_K);
+        self.tiles = tile_plan(self.n_tokens);
+        self.tile_qs.resize(self.row_qs.len(), 0);
+        self.tile_neg_corr.resize(self.row_corr.len() * LANES, 0);
+        let mut jobs = Vec::with_capacity(self.tiles.len() * LANES);
+        let (mut qs, mut corr) = (&mut self.tile_qs[..], &mut self.tile_neg_corr[..]);
+        for &(t0, n) in &self.tiles {
+            let (tq, rq) = std::mem::take(&mut qs).split_at_mut(n * cols);
+            let (tc, rc) = std::mem::take(&mut corr).split_at_mut(n * nb * LANES);
+            (qs, corr) = (rq, rc);
+            let lanes = tq.chunks_exact_mut(n * cols / LANES);
+            for (m, (q, c)) in lanes.zip(tc.chunks_exact_mut(n * nb)).enumerate() {
+                jobs.push(Mutex::new((t0, n, m, q, c)));
+            }
+        }
+        let (row_qs, row_corr) = (&self.row_qs[..], &self.row_corr[..]);
+        let run = |i: usize| {
+            let mut job = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (t0, n, m, ref mut q, ref mut c) = *job;
+            let rows_q = &row_qs[t0 * cols..(t0 + n) * cols];
+            let rows_corr = &row_corr[t0 * nb..(t0 + n) * nb];
+            fill_lane(rows_q, rows_corr, n, m, q, c);
+        };
+        if self.row_qs.len() < PARALLEL_MIN_QUANT {
+            (0..jobs.len()).for_each(run);
+        } else {
+            threads::parallel_for(jobs.len(), run);
+        }
     }
 
     /// Number of tokens (rows).
@@ -129,7 +199,7 @@ impl Q8kActivations {
 
     /// Token `t`'s int8 values.
     pub fn qs(&self, t: usize) -> &[i8] {
-        &self.qs[t * self.cols..(t + 1) * self.cols]
+        &self.row_qs[t * self.cols..(t + 1) * self.cols]
     }
 
     /// Token `t`'s block scales `d`.
@@ -138,12 +208,46 @@ impl Q8kActivations {
         &self.d[t * nb..(t + 1) * nb]
     }
 
-    fn token(&self, t: usize) -> TokenQ8k<'_> {
+    /// Tiles in token order: `(first token, tile)`.
+    fn tiles(&self) -> Vec<(usize, TileQ8k<'_>)> {
         let nb = self.cols / QK_K;
-        TokenQ8k {
-            qs: self.qs(t),
-            d: self.d(t),
-            corr: &self.corr[t * nb..(t + 1) * nb],
+        self.tiles
+            .iter()
+            .map(|&(t0, n)| {
+                let tile = TileQ8k {
+                    n,
+                    nb,
+                    qs: &self.tile_qs[t0 * self.cols..(t0 + n) * self.cols],
+                    neg_corr: &self.tile_neg_corr[t0 * nb * LANES..(t0 + n) * nb * LANES],
+                    d: &self.d[t0 * nb..(t0 + n) * nb],
+                };
+                (t0, tile)
+            })
+            .collect()
+    }
+}
+
+/// Lane `m` of a tile of `n` tokens (their rows `rows_q` and lane sums `rows_corr`): for
+/// every block and token, the lane's 32 values ([`block_q8k::lane_position`]) and its
+/// negated sum.
+fn fill_lane(
+    rows_q: &[i8],
+    rows_corr: &[[i32; LANES]],
+    n: usize,
+    m: usize,
+    qs: &mut [i8],
+    neg_corr: &mut [i32],
+) {
+    let (cols, nb) = (rows_q.len() / n, rows_corr.len() / n);
+    for b in 0..nb {
+        for t in 0..n {
+            let block = &rows_q[t * cols + b * QK_K..][..QK_K];
+            let group = &mut qs[(b * n + t) * LANE_GROUP..][..LANE_GROUP];
+            for (i, piece) in group.chunks_exact_mut(4).enumerate() {
+                let (h, p) = (i / 4, i % 4);
+                piece.copy_from_slice(&block[128 * h + 32 * p + 4 * m..][..4]);
+            }
+            neg_corr[b * n + t] = -rows_corr[t * nb + b][m];
         }
     }
 }
@@ -365,7 +469,7 @@ pub fn ternary_matmul_q8k_quantized_with(
     } else {
         (threads::num_threads() * TASKS_PER_THREAD).clamp(1, n_strips)
     };
-    let toks: Vec<TokenQ8k<'_>> = (0..n_tokens).map(|t| acts.token(t)).collect();
+    let tiles = acts.tiles();
     let out = OutPtr(y.as_mut_ptr());
     threads::parallel_for(n_tasks, |i| {
         let (s0, s1) = (n_strips * i / n_tasks, n_strips * (i + 1) / n_tasks);
@@ -379,20 +483,17 @@ pub fn ternary_matmul_q8k_quantized_with(
         let mut s_rest = s0;
         #[cfg(target_arch = "x86_64")]
         if n_tokens == 1 && kind == KernelKind::Avx512Vnni {
-            s_rest = single_token_runs(w, s0, s1, &toks[0], put);
+            s_rest = single_token_runs(w, s0, s1, &tiles[0].1, put);
         }
-        let mut buf = [[0f32; STRIP_ROWS]; 16];
+        let mut buf = [[0f32; STRIP_ROWS]; TILE_SIZES[0]];
         for s in s_rest..s1 {
             let (strip, dw) = w.strip(s);
-            let mut t0 = 0;
-            while t0 < n_tokens {
-                let n = tile(kind, n_tokens - t0);
-                let res = &mut buf[..n];
-                run_tile(kind, strip, w.nb, dw, &toks[t0..t0 + n], res);
+            for (t0, tile) in &tiles {
+                let res = &mut buf[..tile.n];
+                run_tile(kind, strip, w.nb, dw, tile, res);
                 for (j, r) in res.iter().enumerate() {
                     put(s, t0 + j, r);
                 }
-                t0 += n;
             }
         }
     });
@@ -408,18 +509,19 @@ fn single_token_runs(
     w: &TqMatrix,
     s0: usize,
     s1: usize,
-    tok: &TokenQ8k<'_>,
+    tok: &TileQ8k<'_>,
     put: impl Fn(usize, usize, &[f32; STRIP_ROWS]),
 ) -> usize {
     assert!(kernels::KernelKind::Avx512Vnni.is_available());
-    assert!(tok.has_blocks(w.nb));
+    assert!(tok.n == 1 && tok.nb == w.nb && tok.is_complete());
     let half = (s1 - s0) / 2;
     for k in 0..half {
         let (a, b) = (s0 + k, s0 + half + k);
         let ((wa, da), (wb, db)) = (w.strip(a), w.strip(b));
         let (mut ra, mut rb) = ([0f32; STRIP_ROWS], [0f32; STRIP_ROWS]);
         // SAFETY: AVX-512 F/BW/VNNI is present (asserted); `TqMatrix::strip` returns whole
-        // strips (2·nb·512 code bytes, nb·16 scales) and the token has nb blocks (asserted).
+        // strips (2·nb·512 code bytes, nb·16 scales) and the token is a complete tile of nb
+        // blocks (asserted).
         unsafe {
             block_q8k::avx512::strips_1tok::<2>([wa, wb], w.nb, [da, db], tok, [&mut ra, &mut rb])
         };
@@ -429,45 +531,34 @@ fn single_token_runs(
     s0 + 2 * half
 }
 
-/// Largest token tile the kernel handles for `left` remaining tokens.
-fn tile(kind: KernelKind, left: usize) -> usize {
-    match kind {
-        KernelKind::Avx512Vnni => [16, 8, 4, 2, 1]
-            .into_iter()
-            .find(|&n| n <= left)
-            .unwrap_or(1),
-        _ => left.min(16),
-    }
-}
-
 fn run_tile(
     kind: KernelKind,
     strip: &[u8],
     nb: usize,
     dw: &[f32],
-    toks: &[TokenQ8k<'_>],
+    tile: &TileQ8k<'_>,
     out: &mut [[f32; STRIP_ROWS]],
 ) {
     assert_eq!(strip.len(), 2 * nb * kernels::STRIP_BLOCK_BYTES);
     assert_eq!(dw.len(), nb * STRIP_ROWS);
-    assert_eq!(toks.len(), out.len());
-    assert!(toks.iter().all(|t| t.has_blocks(nb)));
+    assert_eq!(tile.n, out.len());
+    assert!(tile.nb == nb && tile.is_complete());
     match kind {
         #[cfg(target_arch = "x86_64")]
         KernelKind::Avx512Vnni => {
             use block_q8k::avx512;
             // SAFETY: the kind was checked available (AVX-512 F/BW/VNNI); lengths asserted above.
             unsafe {
-                match toks.len() {
-                    16 => avx512::strip_n::<16>(strip, nb, dw, toks, out),
-                    8 => avx512::strip_n::<8>(strip, nb, dw, toks, out),
-                    4 => avx512::strip_n::<4>(strip, nb, dw, toks, out),
-                    2 => avx512::strip_n::<2>(strip, nb, dw, toks, out),
-                    _ => avx512::strips_1tok::<1>([strip], nb, [dw], &toks[0], [&mut out[0]]),
+                match tile.n {
+                    16 => avx512::strip_n::<16>(strip, nb, dw, tile, out),
+                    8 => avx512::strip_n::<8>(strip, nb, dw, tile, out),
+                    4 => avx512::strip_n::<4>(strip, nb, dw, tile, out),
+                    2 => avx512::strip_n::<2>(strip, nb, dw, tile, out),
+                    _ => avx512::strips_1tok::<1>([strip], nb, [dw], tile, [&mut out[0]]),
                 }
             }
         }
-        _ => block_q8k::strip_scalar(strip, nb, dw, toks, out),
+        _ => block_q8k::strip_scalar(strip, nb, dw, tile, out),
     }
 }
 
@@ -644,7 +735,7 @@ mod tests {
         let a = Q8kActivations::quantize(&x, 1, 256).unwrap();
         assert_eq!(a.qs(0), &qs[..]);
         assert_eq!(a.d(0), &d[..]);
-        assert_eq!(a.corr[0], [64 + 2 - 127, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(a.row_corr[0], [64 + 2 - 127, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -673,7 +764,7 @@ mod tests {
                 let w = TqMatrix::new(ty, &bytes, rows, cols).unwrap();
                 assert_eq!(w.to_bytes(ty).unwrap(), bytes);
                 // 48 × 768 values: quantized on several threads (PARALLEL_MIN_QUANT).
-                for n_tokens in [1usize, 2, 3, 7, 16, 21, 48] {
+                for n_tokens in [1usize, 2, 3, 7, 8, 16, 21, 29, 48] {
                     let mut x: Vec<f32> = (0..n_tokens * cols)
                         .map(|_| rng.random_range(-3.0f32..3.0))
                         .collect();

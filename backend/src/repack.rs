@@ -378,12 +378,13 @@ impl TernaryMatrix {
         out
     }
 
-    pub(crate) fn packed(&self) -> &[u8] {
+    /// The repacked codes, in the layout of the module docs (what a device copy is made from).
+    pub fn packed(&self) -> &[u8] {
         &self.buf[self.start..self.start + self.len]
     }
 
     /// 128-column blocks per row (padded).
-    pub(crate) fn n_blocks(&self) -> usize {
+    pub fn n_blocks(&self) -> usize {
         self.n_blocks
     }
 

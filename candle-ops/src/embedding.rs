@@ -174,6 +174,29 @@ impl DenseWeights {
         }
     }
 
+    /// The table as a tensor `[rows, cols]` on `device`: F16 tables keep their bits, every
+    /// other type is widened to f32 (exact for F32, BF16 and the block quantizations).
+    pub(crate) fn device_table(&self, device: &Device) -> Result<Tensor> {
+        let shape = (self.rows, self.cols);
+        if let (Storage::Dense { bytes, range, .. }, GgmlType::F16) =
+            (&self.storage, self.ggml_type)
+        {
+            let data = &(**bytes).as_ref()[range.clone()];
+            return Ok(Tensor::from_raw_buffer(
+                data,
+                DType::F16,
+                &[self.rows, self.cols],
+                device,
+            )?);
+        }
+        let ids: Vec<u32> = (0..self.rows as u32).collect();
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for chunk in ids.chunks(1024) {
+            out.extend(self.lookup(chunk)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(Tensor::from_vec(out, shape, device)?)
+    }
+
     /// Embedding lookup: rows `ids` as an f32 tensor `[ids.len(), cols]`.
     pub fn lookup(&self, ids: &[u32]) -> Result<Tensor> {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.rows) {

@@ -298,6 +298,16 @@ impl<'s> Generator<'s> {
         &self.generated
     }
 
+    /// Prompt tokens the first step computed (a cached prefix excluded).
+    pub fn n_prompt_eval(&self) -> usize {
+        self.n_prompt_eval
+    }
+
+    /// Text the streamer still holds back (call once generation has stopped).
+    pub fn flush_text(&mut self) -> Result<String> {
+        self.streamer.flush()
+    }
+
     fn finish(self, text: String) -> Generation {
         Generation {
             tokens: self.generated,

@@ -14,12 +14,16 @@
 pub mod batch;
 pub mod bit_linear;
 pub mod chat_template;
+#[cfg(feature = "cuda")]
+pub mod cuda_bench;
+pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod models;
 pub mod op;
+pub mod piece;
 pub mod pool;
 pub mod rope;
 pub mod safetensors_backend;
@@ -32,7 +36,9 @@ pub use batch::{Batch, BatchLogits};
 pub use bit_linear::{bit_linear, BitLinear};
 pub use bitnet_convert::arch::WeightRule;
 pub use bitnet_convert::hf::config::HfConfig;
+pub use candle_core::Device;
 pub use chat_template::{ChatMessage, ChatTemplate};
+pub use device::{cuda_device, parse_device};
 pub use embedding::DenseWeights;
 pub use error::{Error, Result};
 pub use generate::{
@@ -40,9 +46,10 @@ pub use generate::{
 };
 pub use kv_cache::{KvCache, KvDtype, SeqId};
 pub use models::{
-    is_checkpoint_dir, Architecture, BareModel, HeadType, LoadOptions, Logits, Model, ModelConfig,
-    ModelWeights,
+    is_checkpoint_dir, Architecture, BareModel, DecodeMode, HeadType, LoadOptions, Logits, Model,
+    ModelConfig, ModelWeights,
 };
 pub use op::TernaryMatMul;
+pub use piece::Pieces;
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::Tokenizer;

@@ -145,29 +145,49 @@ impl RotaryEmbedding {
             )));
         }
         for (t, row) in x.chunks_exact_mut(width).enumerate() {
-            let at = (start_pos + t) * half;
-            let (cos, sin) = (&self.cos[at..at + half], &self.sin[at..at + half]);
             for head in row.chunks_exact_mut(2 * half) {
-                match self.style {
-                    RopeStyle::Neox => {
-                        let (a, b) = head.split_at_mut(half);
-                        for i in 0..half {
-                            let (x1, x2) = (a[i], b[i]);
-                            a[i] = x1 * cos[i] - x2 * sin[i];
-                            b[i] = x1 * sin[i] + x2 * cos[i];
-                        }
-                    }
-                    RopeStyle::Interleaved => {
-                        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                            let (x1, x2) = (pair[0], pair[1]);
-                            pair[0] = x1 * cos[i] - x2 * sin[i];
-                            pair[1] = x1 * sin[i] + x2 * cos[i];
-                        }
-                    }
-                }
+                self.rotate_head(head, start_pos + t);
             }
         }
         Ok(())
+    }
+
+    /// Rotates one head (`head_dim` values) of a token at `pos` (< the table length) in place.
+    pub(crate) fn rotate_head(&self, head: &mut [f32], pos: usize) {
+        let half = self.half;
+        let at = pos * half;
+        let (cos, sin) = (&self.cos[at..at + half], &self.sin[at..at + half]);
+        match self.style {
+            RopeStyle::Neox => {
+                let (a, b) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (x1, x2) = (a[i], b[i]);
+                    a[i] = x1 * cos[i] - x2 * sin[i];
+                    b[i] = x1 * sin[i] + x2 * cos[i];
+                }
+            }
+            RopeStyle::Interleaved => {
+                for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (x1, x2) = (pair[0], pair[1]);
+                    pair[0] = x1 * cos[i] - x2 * sin[i];
+                    pair[1] = x1 * sin[i] + x2 * cos[i];
+                }
+            }
+        }
+    }
+
+    /// Positions the tables cover.
+    pub(crate) fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// The cos and sin tables `[n_ctx, head_dim/2]` as f32 tensors on `device`.
+    pub(crate) fn tables(&self, device: &Device) -> Result<(Tensor, Tensor)> {
+        let shape = (self.n_ctx, self.half);
+        Ok((
+            Tensor::from_slice(&self.cos, shape, device)?,
+            Tensor::from_slice(&self.sin, shape, device)?,
+        ))
     }
 }
 

@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use bitnet_backend::gguf::{GgufFile, Value};
 use tokenizers::decoders::byte_fallback::ByteFallback;
@@ -310,6 +311,8 @@ pub struct Tokenizer {
     add_bos: bool,
     eog: HashSet<u32>,
     n_vocab: usize,
+    /// The same tokenizer with special-token parsing off, built on first use.
+    plain: Arc<OnceLock<tokenizers::Tokenizer>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -394,6 +397,7 @@ impl Tokenizer {
             add_bos: add_bos && bos.is_some(),
             eog,
             n_vocab: meta.tokens.len(),
+            plain: Arc::default(),
         })
     }
 
@@ -401,8 +405,22 @@ impl Tokenizer {
     /// With `add_bos`, BOS is prepended when the vocabulary asks for it and the text does not
     /// already start with it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
+        self.encode_with(text, add_bos, true)
+    }
+
+    /// [`Tokenizer::encode`], with `parse_special` false treating special-token texts as plain
+    /// text (llama.cpp's `parse_special`).
+    pub fn encode_with(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
+        let tokenizer = if parse_special {
+            &self.inner
+        } else {
+            self.plain.get_or_init(|| {
+                let mut t = self.inner.clone();
+                t.set_encode_special_tokens(true);
+                t
+            })
+        };
+        let enc = tokenizer
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(format!("encoding: {e}")))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);

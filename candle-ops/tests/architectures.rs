@@ -510,3 +510,76 @@ fn dtype_of_logits_is_f32() {
         model.description()
     );
 }
+
+/// The device-generic Candle-ops forward (what runs on a GPU), run on the CPU, against the tuned
+/// row path: every architecture's options (sub-norms or not, relu² or silu, NEOX or interleaved
+/// RoPE, projection scales, quantized heads), one prefill and then cached single-token steps.
+#[test]
+fn tensor_path_matches_tuned_path_on_every_architecture() {
+    let specs = [
+        SyntheticSpec {
+            n_vocab: 301,
+            ..SyntheticSpec::tiny()
+        },
+        SyntheticSpec {
+            architecture: "bitnet".into(),
+            n_vocab: 299,
+            n_head: 4,
+            n_head_kv: 4,
+            ternary_type: GgmlType::TQ2_0,
+            embedding_type: GgmlType::Q8_0,
+            projection_scales: true,
+            ..SyntheticSpec::tiny()
+        },
+        SyntheticSpec {
+            architecture: "llama".into(),
+            n_vocab: 311,
+            n_head: 4,
+            n_head_kv: 2,
+            embedding_type: GgmlType::Q6_K,
+            untied_output: true,
+            ..SyntheticSpec::tiny()
+        },
+    ];
+    for spec in specs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.gguf");
+        write_synthetic_gguf(&path, &spec).unwrap();
+        let tuned = Model::load(&path, &LoadOptions::default()).unwrap();
+        let options = LoadOptions {
+            tensor_ops_on_cpu: true,
+            ..LoadOptions::default()
+        };
+        let generic = Model::load(&path, &options).unwrap();
+        let toks = tokens(10, spec.n_vocab);
+        let run = |m: &Model| -> Vec<Vec<f32>> {
+            let mut cache = m.new_cache(16, KvDtype::F32).unwrap();
+            let mut rows: Vec<Vec<f32>> = m
+                .forward_all(&mut cache, &toks[..6], 0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            for (i, &t) in toks.iter().enumerate().skip(6) {
+                rows.push(m.forward(&mut cache, &[t], i).unwrap().to_vec1().unwrap());
+            }
+            rows
+        };
+        let (want, got) = (run(&tuned), run(&generic));
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "{}: row {r}: max|Δ| {diff} vs max|logit| {scale}",
+                spec.architecture
+            );
+        }
+        // A cache of one path does not fit the other.
+        let mut cache = tuned.new_cache(16, KvDtype::F32).unwrap();
+        assert!(generic.forward(&mut cache, &toks[..1], 0).is_err());
+        assert!(
+            generic.new_cache(16, KvDtype::F16).is_err(),
+            "F16 caches are CPU-path only"
+        );
+    }
+}

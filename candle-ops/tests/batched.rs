@@ -5,7 +5,7 @@
 mod common;
 
 use bitnet_candle::{Batch, Error, HeadType, KvCache, KvDtype, LoadOptions, Logits, Model, SeqId};
-use common::{tiny_model, tiny_model_with};
+use common::{tiny_model, tiny_model_with, tiny_tensor_path_model};
 
 /// Deterministic prompt `i` of `len` tokens.
 fn prompt(i: usize, len: usize) -> Vec<u32> {
@@ -260,4 +260,93 @@ fn a_quantized_head_gives_batched_rows_their_solo_results() {
             at += tokens.len();
         }
     }
+}
+
+/// The device-generic forward on the CPU keeps a head quantized at load on the CPU's dense
+/// kernels: its logits are the tuned path's (a GPU refuses such heads at load).
+#[test]
+fn a_quantized_head_on_the_tensor_path_equals_the_tuned_path() {
+    let tokens = prompt(5, 11);
+    for head_type in [HeadType::Q8_0, HeadType::Q6K, HeadType::Q4_0] {
+        let load = |tensor_ops_on_cpu| {
+            tiny_model_with(&LoadOptions {
+                head_type,
+                tensor_ops_on_cpu,
+                ..Default::default()
+            })
+        };
+        let ((_d1, tuned), (_d2, generic)) = (load(false), load(true));
+        let want = solo(&tuned, &tokens, &[7, 1, 3], KvDtype::F32);
+        let got = solo(&generic, &tokens, &[7, 1, 3], KvDtype::F32);
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "head {head_type}: row {r}: max|Δ| {diff} vs max|logit| {scale}"
+            );
+        }
+    }
+}
+
+/// A model on the device-generic forward (what a GPU runs; here on the CPU) has one-sequence
+/// caches: its batches of sequence 0 decode like forward, anything more is a clear error.
+#[test]
+fn a_tensor_path_model_decodes_batches_of_its_one_sequence() {
+    let (_dir, model) = tiny_tensor_path_model();
+    let w = model.weights();
+    let tokens = prompt(3, 9);
+    let want = solo(&model, &tokens, &[6, 1, 2], KvDtype::F32);
+    let mut cache = w.new_cache(32, KvDtype::F32).unwrap();
+    let mut batch = Batch::new();
+    // Logits of some rows only, then of the last only, then of none and of every row.
+    for (k, &t) in tokens[..6].iter().enumerate() {
+        batch.add(t, k, 0, k % 2 == 1);
+    }
+    let out = w.decode(&mut cache, &batch).unwrap();
+    assert_eq!(out.n_outputs(), 3);
+    for k in [1, 3, 5] {
+        assert_eq!(out.get(k).unwrap(), &want[k][..], "prefill row {k}");
+    }
+    assert!(out.get(0).is_none());
+    batch.clear();
+    batch.add(tokens[6], 6, 0, true);
+    assert_eq!(run(&model, &mut cache, &batch)[0], want[6]);
+    batch.clear();
+    batch.add(tokens[7], 7, 0, false);
+    assert_eq!(w.decode(&mut cache, &batch).unwrap().n_outputs(), 0);
+    assert_eq!(cache.seq_len(0), 8);
+    // Back to position 7: the same token gives the same logits (positions past it forgotten).
+    batch.clear();
+    all_rows(&mut batch, 0, 7, &tokens[7..9]);
+    assert_eq!(run(&model, &mut cache, &batch), want[7..9].to_vec());
+
+    // A failed pass keeps the positions before it.
+    batch.clear();
+    batch.add(tokens[0], 9, 0, true);
+    batch.add(100_000, 10, 0, true);
+    assert!(w.decode(&mut cache, &batch).is_err());
+    assert_eq!(cache.seq_len(0), 9);
+    // Other sequences do not exist; several sequences per cache are the CPU path's.
+    batch.clear();
+    batch.add(tokens[0], 0, 1, true);
+    assert!(matches!(
+        w.decode(&mut cache, &batch),
+        Err(Error::UnknownSequence(_))
+    ));
+    match w.new_multi_cache(64, 2, KvDtype::F32) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("one sequence"), "{m}"),
+        other => panic!("expected a clear error, got {other:?}"),
+    }
+    // Caches of the two paths do not mix.
+    let (_dir2, tuned) = tiny_model();
+    let mut paged = tuned.new_cache(32, KvDtype::F32).unwrap();
+    assert!(matches!(
+        w.forward(&mut paged, &tokens[..1], 0, Logits::Last),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        tuned.weights().decode(&mut cache, &batch),
+        Err(Error::InvalidArgument(_))
+    ));
 }

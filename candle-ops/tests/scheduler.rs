@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::tiny_model;
+use common::{tiny_model, tiny_tensor_path_model};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
@@ -293,4 +293,27 @@ fn callbacks_stop_tokens_and_zero_tokens_end_requests() {
 fn a_generator_can_move_to_an_engine_thread() {
     fn send<T: Send>() {}
     send::<BatchGenerator>();
+}
+
+/// On the device-generic forward (what a GPU runs; here on the CPU) a generator has one
+/// sequence: it serves requests one after another as a Session would, and asking for more
+/// sequences is a clear error.
+#[test]
+fn a_tensor_path_generator_serves_one_sequence() {
+    let (_dir, model) = tiny_tensor_path_model();
+    match BatchGenerator::new(&model, config(2, 256)) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("one sequence"), "{m}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a tensor-path generator of two sequences"),
+    }
+    let mut g = BatchGenerator::new(&model, config(1, 256)).unwrap();
+    let prompts: Vec<Vec<u32>> = (0..2).map(|i| prompt(&model, i, 10)).collect();
+    for p in &prompts {
+        g.add(Request::new(p.clone(), exactly(6))).unwrap();
+    }
+    let done = drain(&mut g);
+    assert_eq!(done.len(), 2);
+    for (f, p) in done.iter().zip(&prompts) {
+        assert_eq!(f.tokens, solo(&model, p, &exactly(6)).0);
+    }
 }

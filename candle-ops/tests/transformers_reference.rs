@@ -74,9 +74,9 @@ impl Fixture {
 
     /// Converts with the embedding kept in the checkpoint's precision (F32 for the f32 fixture;
     /// F16 holds bf16 values exactly).
-    fn convert(&self, outtype: OutType, tmp: &Path) -> Model {
+    fn convert(&self, outtype: OutType, tmp: &Path, options: &LoadOptions) -> Model {
         let path = self.convert_file(outtype, tmp);
-        Model::load(&path, &LoadOptions::default())
+        Model::load(&path, options)
             .unwrap_or_else(|e| panic!("{}: loading the {outtype} GGUF: {e}", self.name))
     }
 
@@ -143,7 +143,7 @@ fn strict_rows(f: &Fixture, outtype: OutType, n_prompt: usize) -> Option<usize> 
 
 /// Returns, per file type, whether the strict bar applied and the largest prompt-row ratio
 /// max|Δ| / max|logit| seen.
-fn check_fixture(name: &str) -> Vec<(OutType, bool, f32)> {
+fn check_fixture(name: &str, options: &LoadOptions) -> Vec<(OutType, bool, f32)> {
     let f = Fixture::load(name);
     let tmp = tempfile::tempdir().unwrap();
     let prompt = f.ids(&["prompt", "ids"]);
@@ -154,7 +154,7 @@ fn check_fixture(name: &str) -> Vec<(OutType, bool, f32)> {
     let mut ratios = Vec::new();
     let mut greedy = Vec::new();
     for outtype in [OutType::I2S, OutType::Tq2_0, OutType::Tq1_0] {
-        let model = f.convert(outtype, tmp.path());
+        let model = f.convert(outtype, tmp.path(), options);
         let ctx = format!("{name} {outtype}");
         assert_eq!(model.n_vocab(), f.vocab, "{ctx}");
 
@@ -235,7 +235,7 @@ fn check_fixture(name: &str) -> Vec<(OutType, bool, f32)> {
         }
         greedy.push((outtype, same));
     }
-    let model = f.convert(OutType::I2S, tmp.path());
+    let model = f.convert(OutType::I2S, tmp.path(), options);
     check_tokenizer(&f, &model);
     for (t, same) in greedy {
         eprintln!(
@@ -327,25 +327,25 @@ fn report(name: &str, ratios: &[(OutType, bool, f32)]) {
 
 #[test]
 fn mha_bitlinear_f32_matches_transformers() {
-    let r = check_fixture("bitnet-mha-bitlinear-f32");
+    let r = check_fixture("bitnet-mha-bitlinear-f32", &LoadOptions::default());
     report("mha-bitlinear-f32", &r);
 }
 
 #[test]
 fn gqa4_autobitlinear_matches_transformers() {
-    let r = check_fixture("bitnet-gqa4-autobitlinear");
+    let r = check_fixture("bitnet-gqa4-autobitlinear", &LoadOptions::default());
     report("gqa4-autobitlinear", &r);
 }
 
 #[test]
 fn gqa5_hd128_autobitlinear_matches_transformers() {
-    let r = check_fixture("bitnet-gqa5-hd128-autobitlinear");
+    let r = check_fixture("bitnet-gqa5-hd128-autobitlinear", &LoadOptions::default());
     report("gqa5-hd128-autobitlinear", &r);
 }
 
 #[test]
 fn bf16_online_matches_transformers() {
-    let r = check_fixture("bitnet-bf16-online");
+    let r = check_fixture("bitnet-bf16-online", &LoadOptions::default());
     report("bf16-online", &r);
 }
 
@@ -475,4 +475,45 @@ fn head_types_fidelity() {
             assert!(fid.ratio <= bound, "{ctx}: ratio {} > {bound}", fid.ratio);
         }
     }
+}
+
+/// The device-generic Candle-ops forward (what runs on a GPU), here on the CPU, must meet the
+/// same bars as the tuned path.
+fn tensor_path() -> LoadOptions {
+    LoadOptions {
+        tensor_ops_on_cpu: true,
+        ..LoadOptions::default()
+    }
+}
+
+#[test]
+fn tensor_path_mha_bitlinear_f32_matches_transformers() {
+    report(
+        "tensor path mha-bitlinear-f32",
+        &check_fixture("bitnet-mha-bitlinear-f32", &tensor_path()),
+    );
+}
+
+#[test]
+fn tensor_path_gqa4_autobitlinear_matches_transformers() {
+    report(
+        "tensor path gqa4-autobitlinear",
+        &check_fixture("bitnet-gqa4-autobitlinear", &tensor_path()),
+    );
+}
+
+#[test]
+fn tensor_path_gqa5_hd128_autobitlinear_matches_transformers() {
+    report(
+        "tensor path gqa5-hd128",
+        &check_fixture("bitnet-gqa5-hd128-autobitlinear", &tensor_path()),
+    );
+}
+
+#[test]
+fn tensor_path_bf16_online_matches_transformers() {
+    report(
+        "tensor path bf16-online",
+        &check_fixture("bitnet-bf16-online", &tensor_path()),
+    );
 }

@@ -24,6 +24,9 @@ pub struct ModelArgs {
     /// Use only the local Hugging Face cache for repo ids (same as HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long = "device", default_value = "cpu")]
+    pub device: String,
     /// LM head storage: as in the file, or quantized once at load (fewer bytes per token,
     /// slightly different logits; see the README's fidelity table).
     #[arg(long = "head-type", value_enum, default_value_t = HeadTypeArg::File)]

@@ -64,6 +64,7 @@ pub fn load(args: &ModelArgs) -> CliResult<Loaded> {
     }
     let source = resolve(&args.model, args.offline)?;
     let options = LoadOptions {
+        device: bitnet_candle::parse_device(&args.device)?,
         n_threads: args.threads,
         max_context: args.ctx_size,
         tokenizer_json: args.tokenizer.clone(),
@@ -76,12 +77,18 @@ pub fn load(args: &ModelArgs) -> CliResult<Loaded> {
     let load_time = start.elapsed();
     let path = source.path();
     eprintln!(
-        "loaded {} from {} in {:.2} s ({} threads, kernel {:?}, LM head {:?})",
+        "loaded {} from {} in {:.2} s ({}, LM head {:?})",
         model.description(),
         path.display(),
         load_time.as_secs_f64(),
-        bitnet_backend::threads::num_threads(),
-        bitnet_backend::kernels::selected(),
+        match model.device() {
+            bitnet_candle::Device::Cpu => format!(
+                "{} threads, kernel {:?}",
+                bitnet_backend::threads::num_threads(),
+                bitnet_backend::kernels::selected()
+            ),
+            d => format!("{:?}", d.location()),
+        },
         model.weights().output().ggml_type(),
     );
     Ok(Loaded {

@@ -544,3 +544,21 @@ fn bench_and_info_need_no_tokenizer() {
     let o = bitnet(&["run", "-m", model, "-p", "hi", "-n", "1"]);
     assert_clean_failure(&o, "tokenizer.ggml.model");
 }
+
+#[test]
+fn device_errors_are_one_line() {
+    let model = tiny_model().to_str().unwrap();
+    let o = bitnet(&["run", "-m", model, "-p", "Hi", "-n", "1", "--device", "gpu"]);
+    assert_clean_failure(&o, "unknown device `gpu`");
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let o = bitnet(&[
+        "run", "-m", model, "-p", "Hi", "-n", "1", "--device", "cuda",
+    ]);
+    assert_clean_failure(&o, "no CUDA support");
+    let o = bitnet(&[
+        "bench", "-m", model, "-p", "1", "-n", "1", "-r", "1", "--device", "cuda:1",
+    ]);
+    assert_clean_failure(&o, "no CUDA support");
+}

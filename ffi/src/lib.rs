@@ -17,7 +17,6 @@ pub mod info;
 pub mod kv_cache;
 pub mod model;
 mod params;
-mod piece;
 pub mod sampler;
 mod text;
 pub mod tokenize;

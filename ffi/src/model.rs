@@ -2,7 +2,6 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use bitnet_candle::{HeadType, LoadOptions, Model};
 
@@ -12,8 +11,11 @@ use crate::error::{
     BITNET_ERR_TOKEN,
 };
 use crate::params::{self, Versioned};
-use crate::piece::Pieces;
 use crate::text::{c_str, handle, put};
+use bitnet_candle::Pieces;
+
+/// `bitnet_model_params.device`: the CPU; `BITNET_DEVICE_CUDA(n)` is `1 + n`.
+pub const BITNET_DEVICE_CPU: u32 = 0;
 
 /// `enum bitnet_head_type` (an enum without negative values: `unsigned int` in C).
 pub type bitnet_head_type = std::ffi::c_uint;
@@ -30,6 +32,9 @@ pub struct bitnet_model_params {
     pub n_threads: i32,
     pub n_ctx_max: u32,
     pub tokenizer_json: *const c_char,
+    /// API 2: `BITNET_DEVICE_CPU` (0) or `BITNET_DEVICE_CUDA(n)` = 1 + n.
+    pub device: u32,
+    /// API 2: a `bitnet_head_type` (a shorter struct gets `BITNET_HEAD_FILE`).
     pub head_type: i32,
 }
 
@@ -44,6 +49,7 @@ impl Versioned for bitnet_model_params {
             n_threads: 0,
             n_ctx_max: 0,
             tokenizer_json: std::ptr::null(),
+            device: 0,
             head_type: BITNET_HEAD_FILE as i32,
         }
     }
@@ -53,8 +59,6 @@ impl Versioned for bitnet_model_params {
 pub struct bitnet_model {
     pub(crate) model: Model,
     pub(crate) pieces: Pieces,
-    /// The tokenizer with special-token parsing off, built on first use.
-    pub(crate) plain_tokenizer: OnceLock<tokenizers::Tokenizer>,
     architecture: CString,
     desc: CString,
     name: Option<CString>,
@@ -65,7 +69,6 @@ impl bitnet_model {
     fn new(model: Model) -> Self {
         Self {
             pieces: Pieces::new(model.tokenizer()),
-            plain_tokenizer: OnceLock::new(),
             architecture: c_string(model.architecture()),
             desc: c_string(&model.description()),
             name: model.name().map(c_string),
@@ -160,6 +163,11 @@ fn load_options(p: &bitnet_model_params) -> FfiResult<LoadOptions> {
             c_str(p.tokenizer_json, "tokenizer_json")
         }?)),
     };
+    let device = match p.device {
+        BITNET_DEVICE_CPU => bitnet_candle::Device::Cpu,
+        n => bitnet_candle::cuda_device(n as usize - 1)
+            .map_err(|e| FfiError::invalid(e.to_string()))?,
+    };
     let head_type = match u32::try_from(p.head_type) {
         Ok(BITNET_HEAD_FILE) => HeadType::File,
         Ok(BITNET_HEAD_Q8_0) => HeadType::Q8_0,
@@ -173,6 +181,7 @@ fn load_options(p: &bitnet_model_params) -> FfiResult<LoadOptions> {
         }
     };
     Ok(LoadOptions {
+        device,
         n_threads: (n_threads > 0).then_some(n_threads),
         max_context: (p.n_ctx_max > 0).then_some(p.n_ctx_max as usize),
         tokenizer_json,

@@ -15,27 +15,10 @@ impl bitnet_model {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, FfiError> {
-        let tok = self.model.tokenizer();
-        if parse_special {
-            return tok.encode(text, add_special).map_err(FfiError::from_candle);
-        }
-        let plain = self.plain_tokenizer.get_or_init(|| {
-            let mut t = tok.inner().clone();
-            t.set_encode_special_tokens(true);
-            t
-        });
-        let enc = plain.encode(text, false).map_err(|e| {
-            FfiError::new(crate::error::BITNET_ERR_INTERNAL, format!("tokenizer: {e}"))
-        })?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        // The same BOS rule as `Tokenizer::encode`.
-        if let (true, true, Some(bos)) = (add_special, tok.adds_bos(), tok.bos()) {
-            if enc.get_ids().first() != Some(&bos) {
-                ids.push(bos);
-            }
-        }
-        ids.extend_from_slice(enc.get_ids());
-        Ok(ids)
+        self.model
+            .tokenizer()
+            .encode_with(text, add_special, parse_special)
+            .map_err(FfiError::from_candle)
     }
 }
 

@@ -742,3 +742,46 @@ fn an_api1_sized_params_struct_gets_one_sequence_and_no_batch_limit() {
         bitnet_free(ctx);
     }
 }
+
+#[test]
+fn cuda_device_without_cuda_support_is_an_invalid_argument() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let path = CString::new(common::gguf().to_str().unwrap()).unwrap();
+    let mut p = bitnet_model_default_params_for_test();
+    assert_eq!(p.device, BITNET_DEVICE_CPU, "the default is the CPU");
+    p.device = 1; // BITNET_DEVICE_CUDA(0)
+    let mut m = ptr::null_mut();
+    // SAFETY: valid C string and params, writable out pointer.
+    let st = unsafe { bitnet_model_load(path.as_ptr(), &p, &mut m) };
+    assert_eq!(st, BITNET_ERR_INVALID_ARG);
+    assert!(m.is_null());
+    assert!(last_error().contains("no CUDA support"), "{}", last_error());
+}
+
+#[test]
+fn an_api1_sized_model_params_struct_loads_on_the_cpu() {
+    let path = CString::new(common::gguf().to_str().unwrap()).unwrap();
+    let mut p = bitnet_model_default_params_for_test();
+    // What a host built against bitnet.h API 1 sends: the struct up to tokenizer_json.
+    p.struct_size = std::mem::offset_of!(bitnet_model_params, device);
+    p.device = 1; // bytes past the API 1 struct: must be ignored
+    let mut m = ptr::null_mut();
+    // SAFETY: a params struct of at least struct_size bytes; writable out pointer.
+    let st = unsafe { bitnet_model_load(path.as_ptr(), &p, &mut m) };
+    assert_eq!(st, BITNET_OK, "{}", last_error());
+    // SAFETY: live handle, freed once.
+    unsafe { bitnet_model_free(m) };
+}
+
+fn bitnet_model_default_params_for_test() -> bitnet_model_params {
+    let mut p = std::mem::MaybeUninit::<bitnet_model_params>::zeroed();
+    // SAFETY: writable storage of the struct's size.
+    let st = unsafe {
+        bitnet_model_params_init(p.as_mut_ptr(), std::mem::size_of::<bitnet_model_params>())
+    };
+    assert_eq!(st, BITNET_OK);
+    // SAFETY: initialised by bitnet_model_params_init.
+    unsafe { p.assume_init() }
+}

@@ -266,6 +266,6 @@ fn valgrind_reports_no_errors_or_leaks() {
     let batched = compile("batched.c", Link::Shared);
     let (prompts, want) = batched_case(5);
     let mut args = vec![gguf, "5".as_ref()];
-    args.extend(prompts.iter().map(|p| std::ffi::OsStr::new(p)));
+    args.extend(prompts.iter().map(std::ffi::OsStr::new));
     assert_eq!(stdout(&memcheck(&vg, &batched, &args)), want);
 }

@@ -1,12 +1,12 @@
-//! The plugin's buffer type. Ternary weights uploaded into it (`set_tensor`) are repacked once
-//! into the kernels' layout and kept only in that form; every other tensor (the F16 LM head,
-//! the mat-mul outputs and inputs the scheduler allocates here) lives in plain host memory at
-//! its usual offset.
+//! The plugin's buffer type, which holds the ternary weights llama.cpp runs on us. Uploaded
+//! into it (`set_tensor`), they are repacked once into the kernels' layout and kept only in
+//! that form. (The F16 LM head stays in llama.cpp's CPU buffer, see `compute`; mat-mul outputs
+//! are allocated in host memory, see `device`.)
 //!
 //! The buffer reserves `size` bytes of zeroed memory, so every tensor has a stable address
 //! (`tensor->data`), but the pages of repacked weights are never touched and never become
-//! resident. `is_host` is false: the weight bytes are not in ggml's layout there, so ggml
-//! copies our outputs to the CPU backend through `get_tensor` (a memcpy).
+//! resident. `is_host` is false: the weight bytes are not in ggml's layout there, and llama.cpp
+//! would otherwise read the model file straight into `tensor->data`, bypassing the repack.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
@@ -297,6 +297,34 @@ pub fn buft_iface() -> sys::ggml_backend_buffer_type_i {
         get_alloc_size_n: None,
         is_host: Some(is_host),
     }
+}
+
+/// Whether `buffer` holds its tensors in host memory in ggml's layout (the buffer type says so).
+///
+/// # Safety
+/// `buffer` must be a live ggml buffer.
+pub unsafe fn holds_host_memory(buffer: sys::ggml_backend_buffer_t) -> bool {
+    // SAFETY: per the contract; a live buffer's type is live.
+    unsafe { buft_is_host((*buffer).buft) }
+}
+
+/// Whether buffers of type `buft` hold tensors in host memory in ggml's layout.
+///
+/// # Safety
+/// `buft` must be a live ggml buffer type.
+pub unsafe fn buft_is_host(buft: sys::ggml_backend_buffer_type_t) -> bool {
+    // SAFETY: per the contract.
+    unsafe { (*buft).iface.is_host.is_some_and(|f| f(buft)) }
+}
+
+/// The bytes of a contiguous tensor in host memory (see [`holds_host_memory`]).
+///
+/// # Safety
+/// `t` must be allocated in a host buffer and stay alive while the slice is used.
+pub unsafe fn host_bytes<'a>(t: &sys::ggml_tensor) -> Option<&'a [u8]> {
+    let n = nbytes(t)?;
+    // SAFETY: per the contract, `n` bytes of the tensor's data are readable host memory.
+    (!t.data.is_null()).then(|| unsafe { std::slice::from_raw_parts(t.data as *const u8, n) })
 }
 
 /// Whether `buffer` was made by our buffer type.

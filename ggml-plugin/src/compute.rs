@@ -1,5 +1,5 @@
-//! What the backend does with a graph split: ternary mat-muls, the F16 LM head (mat-mul, and
-//! the embedding lookup when the head is tied to the embedding), and nothing for view ops.
+//! What the backend does with a graph split: ternary mat-muls, the F16 LM head for one token,
+//! and nothing for view ops.
 
 use bitnet_backend::dense::{self, DenseMatrix, DenseType};
 use bitnet_backend::matmul_q8k::{reference, ternary_matmul_q8k};
@@ -23,10 +23,9 @@ pub enum Path {
 const HEAD_NAMES: [&str; 2] = ["output.weight", "token_embd.weight"];
 
 /// `(rows, cols)` of the F16 LM head, if `t` is it. Decoding reads the head (657 MB for a
-/// 128k vocabulary) once per token; ggml's F16 dot product streams it at about half the
-/// bandwidth our dense kernels reach. Other F16 weights stay with the CPU backend.
-/// `BITNET_GGML_HEAD=0` leaves the head to the CPU backend, so that the device claims exactly
-/// the ternary mat-muls.
+/// 128k vocabulary) once per token; ggml's F16 dot product streams it more slowly than our
+/// dense kernels do. Other F16 weights stay with the CPU backend. `BITNET_GGML_HEAD=0` leaves
+/// the head to the CPU backend, so that the device claims exactly the ternary mat-muls.
 pub fn head_shape(t: &sys::ggml_tensor) -> Option<(usize, usize)> {
     if t.type_ != sys::GGML_TYPE_F16
         || !takes_head()
@@ -61,6 +60,15 @@ unsafe fn not_placed_elsewhere(
 ) -> bool {
     // SAFETY: a tensor's buffer is null or live.
     (w.buffer.is_null() || unsafe { buffer::is_ours(w.buffer, our_buft) }) && w.view_src.is_null()
+}
+
+/// Whether `w` lives in host memory in ggml's layout (a CPU buffer, memory-mapped or not).
+///
+/// # Safety
+/// `w` must be a live tensor.
+unsafe fn in_host_memory(w: &sys::ggml_tensor) -> bool {
+    // SAFETY: a tensor's buffer is null or live, and so is a live buffer's type.
+    !w.buffer.is_null() && w.view_src.is_null() && unsafe { buffer::holds_host_memory(w.buffer) }
 }
 
 /// Ops that only reinterpret memory.
@@ -113,9 +121,18 @@ unsafe fn operands<'a>(
     Some((w, b, dims(b)?, dims(op)?))
 }
 
-/// Whether we can compute this MUL_MAT: a 2-D TQ2_0/TQ1_0 weight or the F16 LM head (in our
-/// buffer, or not yet allocated), F32 activations whose rows are contiguous (any row strides),
-/// contiguous F32 output.
+/// Whether we can compute this MUL_MAT: a 2-D TQ2_0/TQ1_0 weight in our buffer (or not yet
+/// allocated), or the F16 LM head in host memory for a single token; F32 activations whose rows
+/// are contiguous (any row strides); contiguous F32 output.
+///
+/// The head is left where llama.cpp puts it (its CPU buffer, memory-mapped from the file) and
+/// taken for one token only: decoding streams the head once per token, which our GEMV does
+/// faster than ggml's F16 dot product, while several tokens (a batch of parallel sequences)
+/// make it a GEMM, which llama.cpp's own register-blocked F16 GEMM does faster than our
+/// per-token GEMV. (Measured, 2B4T shape, 2 threads, 8 sequences: S_TG 60 tok/s with the head
+/// on the plugin, 68 with it on the CPU backend; one sequence: 18.4 against 16.7.) Answering per
+/// shape works because the scheduler asks for every graph, and a weight in host memory may be
+/// used by either backend.
 ///
 /// # Safety
 /// `op` and its sources must be live tensors.
@@ -130,9 +147,14 @@ pub unsafe fn supports_mul_mat(
     let Some((rows, cols)) = our_weight_shape(w) else {
         return false;
     };
-    // SAFETY: `w` is live (contract).
-    let ours = unsafe { not_placed_elsewhere(w, our_buft) };
-    ours && x.type_ == sys::GGML_TYPE_F32
+    // SAFETY (both): `w` is live (contract).
+    let placed = if buffer::tq_type(w).is_some() {
+        unsafe { not_placed_elsewhere(w, our_buft) }
+    } else {
+        xd[1..] == [1, 1, 1] && unsafe { in_host_memory(w) }
+    };
+    placed
+        && x.type_ == sys::GGML_TYPE_F32
         && x.nb[0] == 4
         && xd[0] == cols
         && is_contiguous_f32(op)
@@ -143,8 +165,7 @@ pub unsafe fn supports_mul_mat(
 /// Computes one supported MUL_MAT node.
 ///
 /// # Safety
-/// `dst` must be a MUL_MAT node accepted by [`supports_mul_mat`] whose tensors are allocated,
-/// with the weight in one of our buffers.
+/// `dst` must be a MUL_MAT node accepted by [`supports_mul_mat`] whose tensors are allocated.
 pub unsafe fn mul_mat(dst: &sys::ggml_tensor) -> Result<Path, String> {
     // SAFETY: per the contract, the sources are live.
     let (w, x) = unsafe { (&*dst.src[0], &*dst.src[1]) };
@@ -181,15 +202,18 @@ pub unsafe fn mul_mat(dst: &sys::ggml_tensor) -> Result<Path, String> {
     // touches while this node runs.
     let ys = unsafe { std::slice::from_raw_parts_mut(dst.data as *mut f32, n_tokens * rows) };
     if w.type_ == sys::GGML_TYPE_F16 {
-        // SAFETY: the weight is in one of our buffers (contract).
-        let m = unsafe { head_matrix(w, &name) }?;
+        // SAFETY: the head is in host memory (contract) and alive while the node runs.
+        let bytes = unsafe { buffer::host_bytes(w) }
+            .ok_or_else(|| format!("{name}: weight bytes missing"))?;
+        let m = DenseMatrix::new(DenseType::F16, bytes, rows, cols)
+            .map_err(|e| format!("{name}: {e}"))?;
         // ggml rounds the activations to F16 (the vec_dot type of F16 weights) before its dot
         // products; rounding them the same way leaves only the summation order different.
         let xh: Vec<f32> = xs.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
         dense::matmul(&m, &xh, n_tokens, ys).map_err(|e| format!("{name}: {e}"))?;
         return Ok(Path::Head);
     }
-    // SAFETY: the weight is in one of our buffers (contract).
+    // SAFETY: a ternary weight accepted by supports_mul_mat is in one of our buffers.
     let (ty, weight) = unsafe { buffer::weight_of(w) }
         .ok_or_else(|| format!("{name}: weight was never uploaded"))?;
     match weight {
@@ -206,69 +230,4 @@ pub unsafe fn mul_mat(dst: &sys::ggml_tensor) -> Result<Path, String> {
             Ok(Path::Reference)
         }
     }
-}
-
-/// Whether we can compute this GET_ROWS: rows of the F16 LM head (tied embedding) in our buffer
-/// or not yet allocated, picked by a contiguous 1-D I32 index vector, into contiguous F32 rows.
-///
-/// # Safety
-/// `op` and its sources must be live tensors.
-pub unsafe fn supports_get_rows(
-    op: &sys::ggml_tensor,
-    our_buft: sys::ggml_backend_buffer_type_t,
-) -> bool {
-    // SAFETY: per the contract.
-    let Some((w, ids, id, yd)) = (unsafe { operands(op) }) else {
-        return false;
-    };
-    let Some((_, cols)) = head_shape(w) else {
-        return false;
-    };
-    // SAFETY: `w` is live (contract).
-    let ours = unsafe { not_placed_elsewhere(w, our_buft) };
-    ours && ids.type_ == sys::GGML_TYPE_I32
-        && ids.nb[0] == 4
-        && id[1..] == [1, 1, 1]
-        && is_contiguous_f32(op)
-        && yd == [cols, id[0], 1, 1]
-}
-
-/// Computes one supported GET_ROWS node: F16 rows widened to F32 (exact, as ggml does).
-///
-/// # Safety
-/// `dst` must be a GET_ROWS node accepted by [`supports_get_rows`] whose tensors are allocated,
-/// with the weight in one of our buffers.
-pub unsafe fn get_rows(dst: &sys::ggml_tensor) -> Result<Path, String> {
-    // SAFETY: per the contract, the sources are live.
-    let (w, ids) = unsafe { (&*dst.src[0], &*dst.src[1]) };
-    let name = buffer::tensor_name(w);
-    // SAFETY: the weight is in one of our buffers (contract).
-    let m = unsafe { head_matrix(w, &name) }?;
-    let (rows, cols) = (m.rows(), m.cols());
-    let n = usize::try_from(ids.ne[0]).map_err(|_| "bad index count")?;
-    // SAFETY: a contiguous I32 vector of n values (supports_get_rows).
-    let ids = unsafe { std::slice::from_raw_parts(ids.data as *const i32, n) };
-    // SAFETY: dst is a contiguous F32 tensor of n × cols values that nothing else touches
-    // while this node runs.
-    let ys = unsafe { std::slice::from_raw_parts_mut(dst.data as *mut f32, n * cols) };
-    for (&id, y) in ids.iter().zip(ys.chunks_exact_mut(cols)) {
-        let r = usize::try_from(id)
-            .ok()
-            .filter(|&r| r < rows)
-            .ok_or_else(|| format!("{name}: row index {id} outside 0..{rows}"))?;
-        m.dequantize_row(r, y).map_err(|e| format!("{name}: {e}"))?;
-    }
-    Ok(Path::Head)
-}
-
-/// The F16 head's bytes in our buffer, as the dense kernels read them.
-///
-/// # Safety
-/// `w` must be the F16 head, allocated in one of our buffers, alive while the matrix is used.
-unsafe fn head_matrix<'a>(w: &sys::ggml_tensor, name: &str) -> Result<DenseMatrix<'a>, String> {
-    let (rows, cols) = head_shape(w).ok_or_else(|| format!("{name}: unsupported shape"))?;
-    // SAFETY: per the contract.
-    let bytes =
-        unsafe { buffer::raw_bytes(w) }.ok_or_else(|| format!("{name}: weight bytes missing"))?;
-    DenseMatrix::new(DenseType::F16, bytes, rows, cols).map_err(|e| format!("{name}: {e}"))
 }

@@ -1,4 +1,12 @@
 //! Registry, device and backend objects (one ACCEL device, "BITNET").
+//!
+//! Two device objects carry that one device. The registered one has our buffer type as its
+//! default, which is where llama.cpp places the weights it runs on us (repacked on upload).
+//! Our backends report the other, its twin in every respect but one: its default buffer type
+//! is ggml's host (CPU) buffer type. llama.cpp's scheduler allocates a backend's outputs in the
+//! default buffer type of the backend's device, so our mat-mul results land in host memory,
+//! where the CPU backend reads them in place (as with ggml-blas). In our own (non-host) buffer
+//! type every result was copied out with `get_tensor`, serially on the scheduler thread.
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io::Write;
@@ -19,6 +27,8 @@ const NAME: &std::ffi::CStr = c"BITNET";
 struct Objects {
     reg: sys::ggml_backend_reg,
     dev: sys::ggml_backend_device,
+    /// The device our backends report (see the module documentation).
+    compute_dev: sys::ggml_backend_device,
     buft: sys::ggml_backend_buffer_type,
     description: CString,
 }
@@ -42,6 +52,7 @@ fn objects() -> *mut Objects {
             let o = Box::into_raw(Box::new(Objects {
                 reg: sys::ggml_backend_reg::default(),
                 dev: sys::ggml_backend_device::default(),
+                compute_dev: sys::ggml_backend_device::default(),
                 buft: sys::ggml_backend_buffer_type::default(),
                 description,
             }));
@@ -56,6 +67,11 @@ fn objects() -> *mut Objects {
                 };
                 (*o).dev.iface = device_iface();
                 (*o).dev.reg = &mut (*o).reg;
+                (*o).compute_dev.iface = sys::ggml_backend_device_i {
+                    get_buffer_type: Some(compute_dev_get_buffer_type),
+                    ..device_iface()
+                };
+                (*o).compute_dev.reg = &mut (*o).reg;
                 (*o).buft.iface = buffer::buft_iface();
                 (*o).buft.device = &mut (*o).dev;
             }
@@ -148,6 +164,20 @@ extern "C" fn dev_get_buffer_type(_: sys::ggml_backend_dev_t) -> sys::ggml_backe
     our_buft()
 }
 
+/// Default buffer type of the device our backends report: host memory (ggml's CPU buffer
+/// type), where the scheduler then allocates our outputs.
+extern "C" fn compute_dev_get_buffer_type(
+    _: sys::ggml_backend_dev_t,
+) -> sys::ggml_backend_buffer_type_t {
+    match host::get() {
+        // SAFETY: ggml-base's `ggml_backend_cpu_buffer_type`, resolved at init; it returns a
+        // static object.
+        Some(h) => unsafe { (h.cpu_buffer_type)() },
+        // Unreachable: without a host there is no registry, hence no backend.
+        None => our_buft(),
+    }
+}
+
 extern "C" fn dev_supports_op(_: sys::ggml_backend_dev_t, op: *const sys::ggml_tensor) -> bool {
     // SAFETY: ggml passes a live tensor.
     let op = unsafe { &*op };
@@ -155,8 +185,6 @@ extern "C" fn dev_supports_op(_: sys::ggml_backend_dev_t, op: *const sys::ggml_t
         o if compute::is_view_op(o) => true,
         // SAFETY: the op's sources are live tensors.
         sys::GGML_OP_MUL_MAT => unsafe { compute::supports_mul_mat(op, our_buft()) },
-        // SAFETY: as above.
-        sys::GGML_OP_GET_ROWS => unsafe { compute::supports_get_rows(op, our_buft()) },
         _ => false,
     }
 }
@@ -168,9 +196,9 @@ extern "C" fn dev_supports_buft(
     if buft == our_buft() {
         return true;
     }
-    // Activations in host buffers are read in place.
+    // Activations (and the F16 head) in host buffers are read in place.
     // SAFETY: ggml passes a live buffer type.
-    unsafe { (*buft).iface.is_host.is_some_and(|f| f(buft)) }
+    unsafe { buffer::buft_is_host(buft) }
 }
 
 fn device_iface() -> sys::ggml_backend_device_i {
@@ -205,7 +233,7 @@ struct Stats {
 static GUID: [u8; 16] = *b"bitnet-rs-ternry";
 
 extern "C" fn dev_init_backend(
-    dev: sys::ggml_backend_dev_t,
+    _: sys::ggml_backend_dev_t,
     _params: *const c_char,
 ) -> sys::ggml_backend_t {
     // By now the host has loaded its CPU backend (and with it libgomp, if it uses OpenMP).
@@ -226,7 +254,8 @@ extern "C" fn dev_init_backend(
             graph_compute: Some(graph_compute),
             ..Default::default()
         },
-        device: dev,
+        // SAFETY: the objects live for the rest of the process.
+        device: unsafe { &mut (*objects()).compute_dev },
         context: Box::into_raw(Box::<Stats>::default()) as *mut c_void,
     };
     Box::into_raw(Box::new(backend))
@@ -249,7 +278,7 @@ extern "C" fn backend_free(backend: sys::ggml_backend_t) {
         // log through an asynchronous logger that they do not flush at exit (when backends are
         // freed), and whose thread may be writing to stderr at the same moment.
         let line = format!(
-            "ggml-bitnet: stats: {} ternary mat-muls ({} token rows), {} on the reference kernel; {} F16 head ops\n",
+            "ggml-bitnet: stats: {} ternary mat-muls ({} token rows), {} on the reference kernel; {} F16 head mat-muls\n",
             stats.mul_mat.load(Ordering::Relaxed),
             stats.tokens.load(Ordering::Relaxed),
             stats.reference.load(Ordering::Relaxed),
@@ -281,7 +310,6 @@ extern "C" fn graph_compute(
         let result = unsafe {
             match node.op {
                 sys::GGML_OP_MUL_MAT => compute::mul_mat(node),
-                sys::GGML_OP_GET_ROWS => compute::get_rows(node),
                 op => Err(format!("unsupported op {op} scheduled on BITNET")),
             }
         };

@@ -27,12 +27,15 @@ type BufferInitFn = unsafe extern "C" fn(
 type GraphNNodesFn = unsafe extern "C" fn(*mut sys::ggml_cgraph) -> c_int;
 type GraphNodeFn = unsafe extern "C" fn(*mut sys::ggml_cgraph, c_int) -> *mut sys::ggml_tensor;
 type LogGetFn = unsafe extern "C" fn(*mut sys::ggml_log_callback, *mut *mut c_void);
+type CpuBufferTypeFn = unsafe extern "C" fn() -> sys::ggml_backend_buffer_type_t;
 
 /// Host entry points.
 pub struct Host {
     pub buffer_init: BufferInitFn,
     pub graph_n_nodes: GraphNNodesFn,
     pub graph_node: GraphNodeFn,
+    /// ggml's host-memory buffer type (the CPU backend's default).
+    pub cpu_buffer_type: CpuBufferTypeFn,
     log_get: Option<LogGetFn>,
 }
 
@@ -80,6 +83,7 @@ pub fn init() -> Result<&'static Host, String> {
     let buffer_init = need(c"ggml_backend_buffer_init")?;
     let graph_n_nodes = need(c"ggml_graph_n_nodes")?;
     let graph_node = need(c"ggml_graph_node")?;
+    let cpu_buffer_type = need(c"ggml_backend_cpu_buffer_type")?;
     let log_get = lookup(c"ggml_log_get");
     // SAFETY: each pointer is the named ggml-base function, whose C signature the type spells
     // out exactly as in the vendored headers of this very ggml version (checked above).
@@ -88,6 +92,7 @@ pub fn init() -> Result<&'static Host, String> {
             buffer_init: std::mem::transmute::<*mut c_void, BufferInitFn>(buffer_init),
             graph_n_nodes: std::mem::transmute::<*mut c_void, GraphNNodesFn>(graph_n_nodes),
             graph_node: std::mem::transmute::<*mut c_void, GraphNodeFn>(graph_node),
+            cpu_buffer_type: std::mem::transmute::<*mut c_void, CpuBufferTypeFn>(cpu_buffer_type),
             log_get: (!log_get.is_null())
                 .then(|| std::mem::transmute::<*mut c_void, LogGetFn>(log_get)),
         }

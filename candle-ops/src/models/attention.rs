@@ -59,7 +59,7 @@ pub(crate) fn causal_self_attention(
         step.cache
             .write(layer, r, k_rows, &v[r.row0 * kv_w..][..r.n_rows * kv_w])?;
     }
-    let cache = &*step.cache;
+    let cache = step.cache.paged()?;
     let runs = step.runs;
     let n_rep = n_head / n_kv;
     let scale = (1.0 / (d as f64).sqrt()) as f32;

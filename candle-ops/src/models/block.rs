@@ -101,6 +101,33 @@ impl TernaryBlock {
         self.ffn(x, n_tokens, work)
     }
 
+    /// The ops of the projections q, k, v, o, gate, up, down.
+    pub(crate) fn projection_ops(&self) -> [&crate::op::TernaryMatMul; 7] {
+        [
+            self.w_q.op(),
+            self.w_k.op(),
+            self.w_v.op(),
+            self.w_o.op(),
+            self.w_gate.op(),
+            self.w_up.op(),
+            self.w_down.op(),
+        ]
+    }
+
+    /// attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm.
+    pub(crate) fn norms(&self) -> (&RmsNorm, Option<&RmsNorm>, &RmsNorm, Option<&RmsNorm>) {
+        (
+            &self.attn_norm,
+            self.attn_sub_norm.as_ref(),
+            &self.ffn_norm,
+            self.ffn_sub_norm.as_ref(),
+        )
+    }
+
+    pub(crate) fn activation(&self) -> FfnActivation {
+        self.activation
+    }
+
     /// The ternary projections (for accounting).
     pub(crate) fn projections(&self) -> Vec<&BitLinear> {
         vec![

@@ -10,13 +10,23 @@ pub(crate) mod bitnet;
 pub(crate) mod bitnet_b158;
 mod block;
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "dummy_cuda.rs"]
+mod cuda;
 pub(crate) mod head;
 pub(crate) mod hf;
 mod hf_load;
 pub(crate) mod llama_ternary;
 mod loader;
+mod ops;
 mod rows;
 mod source;
+mod tensor_forward;
+
+pub use cuda::DecodeMode;
+pub(crate) use cuda::DecodePlan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +50,7 @@ use block::TernaryBlock;
 use loader::Loader;
 use rows::RmsNorm;
 use source::WeightSource;
+use tensor_forward::TensorModel;
 
 /// Rows the model runs at once (llama.cpp's `n_ubatch`): a larger batch runs in pieces of this
 /// many rows, which bounds the intermediate buffers; the pieces give the same results.
@@ -95,6 +106,8 @@ pub struct ModelWeights {
     output: DenseWeights,
     rope: RotaryEmbedding,
     max_context: usize,
+    /// The weights placed for the device-generic forward, when the model runs it.
+    tensor: Option<TensorModel>,
 }
 
 impl std::fmt::Debug for ModelWeights {
@@ -103,6 +116,7 @@ impl std::fmt::Debug for ModelWeights {
             .field("config", &self.config)
             .field("token_embd", &self.token_embd)
             .field("output", &self.output)
+            .field("device", &self.device().location())
             .finish_non_exhaustive()
     }
 }
@@ -188,7 +202,28 @@ impl ModelWeights {
             output,
             rope,
             max_context,
+            tensor: None,
         })
+    }
+
+    /// Places the model for the device-generic Candle-ops forward on `device` (a GPU's weights
+    /// are uploaded now). On the CPU the tuned row path stays in use unless `tensor_ops_on_cpu`.
+    pub fn placed_on(mut self, device: &Device, tensor_ops_on_cpu: bool) -> Result<Self> {
+        self.tensor = match (device, tensor_ops_on_cpu) {
+            (Device::Cpu, false) => None,
+            _ => Some(TensorModel::new(&self, device)?),
+        };
+        Ok(self)
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        self.tensor.as_ref().map_or(&Device::Cpu, |t| t.device())
+    }
+
+    /// Why single-token steps on `cache` run without a CUDA graph, if they do (capture failed).
+    pub fn cuda_graph_error(&self, cache: &KvCache) -> Option<String> {
+        cache.cuda_graph_error().map(str::to_owned)
     }
 
     /// Hyper-parameters.
@@ -218,7 +253,7 @@ impl ModelWeights {
 
     /// A fresh cache for up to `n_seq_max` sequences sharing `n_ctx` positions. With more than
     /// one sequence the budget may exceed [`ModelWeights::max_context`], which then limits each
-    /// sequence.
+    /// sequence. A model on the device-generic forward (a GPU) serves one sequence per cache.
     pub fn new_multi_cache(
         &self,
         n_ctx: usize,
@@ -232,16 +267,28 @@ impl ModelWeights {
             )));
         }
         let c = &self.config;
-        Ok(KvCache::with_sequences(
-            c.n_layer,
-            c.n_head_kv,
-            c.head_dim,
-            n_ctx,
-            n_seq_max,
-            dtype,
-            &Device::Cpu,
-        )?
-        .with_seq_capacity(self.max_context))
+        let cache = match &self.tensor {
+            None => KvCache::with_sequences(
+                c.n_layer,
+                c.n_head_kv,
+                c.head_dim,
+                n_ctx,
+                n_seq_max,
+                dtype,
+                &Device::Cpu,
+            )?,
+            Some(t) if n_seq_max > 1 => {
+                return Err(Error::InvalidArgument(format!(
+                    "a model on {:?} serves one sequence per cache (n_seq_max 1, asked for \
+                     {n_seq_max}); batching several sequences runs on the CPU",
+                    t.device().location()
+                )))
+            }
+            Some(t) => {
+                KvCache::on_device(c.n_layer, c.n_head_kv, c.head_dim, n_ctx, dtype, t.device())?
+            }
+        };
+        Ok(cache.with_seq_capacity(self.max_context))
     }
 
     /// Runs `tokens` at positions `start_pos..` of sequence 0 of `cache` (which must already
@@ -259,6 +306,9 @@ impl ModelWeights {
             let wanted = logits == Logits::All || i + 1 == tokens.len();
             batch.add(t, start_pos + i, 0, wanted);
         }
+        if let Some(t) = &self.tensor {
+            return self.tensor_pass(t, cache, &batch, logits);
+        }
         let out = self.decode(cache, &batch)?;
         let n_vocab = self.config.n_vocab;
         let rows = out.n_outputs();
@@ -275,7 +325,27 @@ impl ModelWeights {
     /// alone.
     ///
     /// On failure no sequence of the batch keeps positions from its first one in the batch on.
+    ///
+    /// A model on the device-generic forward (a GPU) has caches of one sequence, so its batches
+    /// hold tokens of sequence 0 only.
     pub fn decode(&self, cache: &mut KvCache, batch: &Batch) -> Result<BatchLogits> {
+        if let Some(t) = &self.tensor {
+            return self.tensor_decode(t, cache, batch);
+        }
+        self.check_cache(cache)?;
+        let plan = batch.plan(cache, self.config.n_vocab)?;
+        cache.prepare(&plan.runs)?;
+        let result = self.run_rows(cache, batch, &plan.runs, &plan.order);
+        match result {
+            Ok(_) => cache.commit(&plan.runs),
+            Err(_) => cache.rollback(&plan.runs),
+        }
+        result
+    }
+
+    /// Checks that `cache` was made for this model (layers, context, CPU pages or device
+    /// tensors).
+    fn check_cache(&self, cache: &KvCache) -> Result<()> {
         if cache.seq_capacity() > self.max_context {
             return Err(Error::InvalidArgument(format!(
                 "cache sequences of {} positions exceed the model's maximum of {}",
@@ -290,9 +360,74 @@ impl ModelWeights {
                 self.config.n_layer
             )));
         }
+        if cache.is_paged() != self.tensor.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "a KV cache on {:?} for a model on {:?}: create the cache with the model's \
+                 new_cache",
+                cache.device().location(),
+                self.device().location()
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`ModelWeights::decode`] on the device-generic forward: one sequence's run.
+    fn tensor_decode(
+        &self,
+        t: &TensorModel,
+        cache: &mut KvCache,
+        batch: &Batch,
+    ) -> Result<BatchLogits> {
+        let wanted = batch.logits();
+        let n_vocab = self.config.n_vocab;
+        // Only the last row's logits (generation) take the single-row head and, on CUDA, the
+        // graph-captured step; otherwise every row's are computed and the wanted ones kept.
+        let last_only = wanted.iter().rev().skip(1).all(|&w| !w);
+        let mode = match last_only {
+            true => Logits::Last,
+            false => Logits::All,
+        };
+        let out = self.tensor_pass(t, cache, batch, mode)?;
+        if batch.n_outputs() == 0 {
+            return Ok(BatchLogits::new(Vec::new(), n_vocab, wanted));
+        }
+        let rows = out
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let values = match mode {
+            Logits::Last => rows,
+            Logits::All => rows
+                .chunks_exact(n_vocab)
+                .zip(wanted)
+                .filter(|(_, &w)| w)
+                .flat_map(|(r, _)| r.iter().copied())
+                .collect(),
+        };
+        Ok(BatchLogits::new(values, n_vocab, wanted))
+    }
+
+    /// The device-generic forward over `batch`, whose tokens must all be sequence 0's (a device
+    /// cache holds one sequence); logits as a tensor on the model's device. On failure the
+    /// sequence keeps only the positions before the batch.
+    fn tensor_pass(
+        &self,
+        t: &TensorModel,
+        cache: &mut KvCache,
+        batch: &Batch,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        self.check_cache(cache)?;
         let plan = batch.plan(cache, self.config.n_vocab)?;
+        let [run] = plan.runs[..] else {
+            return Err(Error::InvalidArgument(format!(
+                "a model on {:?} runs one sequence per batch; this batch holds {}",
+                t.device().location(),
+                plan.runs.len()
+            )));
+        };
         cache.prepare(&plan.runs)?;
-        let result = self.run_rows(cache, batch, &plan.runs, &plan.order);
+        let result = tensor_forward::forward(self, t, cache, batch.tokens(), run.start_pos, logits);
         match result {
             Ok(_) => cache.commit(&plan.runs),
             Err(_) => cache.rollback(&plan.runs),
@@ -400,8 +535,15 @@ impl ModelWeights {
 }
 
 /// Options for [`Model::load`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
+    /// Where the model runs: `Device::Cpu` (the tuned CPU path) or a GPU from
+    /// `Device::new_cuda(ordinal)` (needs the `cuda` feature; the device-generic forward, one
+    /// sequence per cache).
+    pub device: Device,
+    /// Run the device-generic Candle-ops forward even on the CPU (slower than the tuned path;
+    /// it exists to check that path on machines without a GPU).
+    pub tensor_ops_on_cpu: bool,
     /// Threads for the kernels (process-wide: `bitnet_backend::threads`); `None` keeps the
     /// current setting (default: `BITNET_NUM_THREADS` or every available CPU).
     pub n_threads: Option<usize>,
@@ -418,8 +560,39 @@ pub struct LoadOptions {
     pub head_type: HeadType,
 }
 
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            tensor_ops_on_cpu: false,
+            n_threads: None,
+            max_context: None,
+            tokenizer_json: None,
+            revision: None,
+            offline: false,
+            head_type: HeadType::File,
+        }
+    }
+}
+
 impl LoadOptions {
-    fn apply_threads(&self) -> Result<()> {
+    /// `weights` placed as these options ask (device, tensor ops on the CPU).
+    fn place(&self, weights: ModelWeights) -> Result<ModelWeights> {
+        weights.placed_on(&self.device, self.tensor_ops_on_cpu)
+    }
+
+    /// Refuses options that cannot work together, then applies the thread count; called before
+    /// any weight is read, so a refused load costs nothing.
+    fn check_and_apply_threads(&self) -> Result<()> {
+        // The quantized heads run on the CPU dense kernels only; the GPU forward needs a float
+        // table it can upload.
+        if !matches!(self.device, Device::Cpu) && self.head_type != HeadType::File {
+            return Err(Error::InvalidArgument(format!(
+                "head type {} runs on the CPU only; on {:?} use head type file",
+                self.head_type,
+                self.device.location()
+            )));
+        }
         if let Some(n) = self.n_threads {
             if n == 0 {
                 return Err(Error::InvalidArgument(
@@ -461,9 +634,13 @@ impl BareModel {
 
     /// Loads the weights of an already opened GGUF (`path` as in [`ModelWeights::from_gguf`]).
     pub fn from_gguf(file: &GgufFile, path: Option<&Path>, options: &LoadOptions) -> Result<Self> {
-        options.apply_threads()?;
-        let weights =
-            ModelWeights::from_gguf_with_head(file, path, options.max_context, options.head_type)?;
+        options.check_and_apply_threads()?;
+        let weights = options.place(ModelWeights::from_gguf_with_head(
+            file,
+            path,
+            options.max_context,
+            options.head_type,
+        )?)?;
         let info = ModelInfo {
             name: file
                 .get("general.name")
@@ -491,6 +668,11 @@ impl BareModel {
     /// The shared weights.
     pub fn weights(&self) -> &Arc<ModelWeights> {
         &self.weights
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        self.weights.device()
     }
 
     /// A one-line description in llama.cpp's style: architecture, size, weight type.
@@ -577,6 +759,11 @@ impl Model {
     /// The shared weights.
     pub fn weights(&self) -> &Arc<ModelWeights> {
         &self.weights
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        self.weights.device()
     }
 
     /// The tokenizer.

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use bitnet_backend::threads;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::{Error, Result};
 
@@ -18,6 +18,11 @@ pub(crate) struct RmsNorm {
 impl RmsNorm {
     pub(crate) fn new(weight: Vec<f32>, eps: f32) -> Self {
         Self { weight, eps }
+    }
+
+    /// The weight as an f32 tensor on `device`.
+    pub(crate) fn tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&self.weight, self.weight.len(), device)?)
     }
 
     /// Normalizes every row of `x` into `out` (same length, a multiple of the width).
@@ -54,16 +59,20 @@ impl RmsNorm {
         Ok(())
     }
 
-    /// The sum of squares runs in order, as candle's and the reference tests' do: the
-    /// activation quantization after a norm is sensitive to its last bit.
     fn rows(&self, x: &[f32], out: &mut [f32]) {
-        let w = self.weight.len();
-        for (row, o) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
-            let sum2: f32 = row.iter().map(|v| v * v).sum();
-            let m = (sum2 / w as f32 + self.eps).sqrt();
-            for ((o, &v), &g) in o.iter_mut().zip(row).zip(&self.weight) {
-                *o = v / m * g;
-            }
+        rms_norm_rows(x, &self.weight, self.eps, out);
+    }
+}
+
+/// RMSNorm of every row of `x` with weight `w`. The sum of squares runs in order, as candle's and
+/// the reference tests' do: the activation quantization after a norm is sensitive to its last bit.
+pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let width = w.len();
+    for (row, o) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let sum2: f32 = row.iter().map(|v| v * v).sum();
+        let m = (sum2 / width as f32 + eps).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(row).zip(w) {
+            *o = v / m * g;
         }
     }
 }

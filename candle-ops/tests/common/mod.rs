@@ -18,3 +18,11 @@ pub fn tiny_model_with(options: &LoadOptions) -> (tempfile::TempDir, Model) {
     let model = Model::load(&path, options).unwrap();
     (dir, model)
 }
+
+/// The tiny model on the device-generic Candle-ops forward (what a GPU runs), on the CPU.
+pub fn tiny_tensor_path_model() -> (tempfile::TempDir, Model) {
+    tiny_model_with(&LoadOptions {
+        tensor_ops_on_cpu: true,
+        ..LoadOptions::default()
+    })
+}

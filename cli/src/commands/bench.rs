@@ -11,12 +11,15 @@
 //! quantized head is printed as a ratio to the `file` head's, from the same run.
 //!
 //! `--batched` runs llama-batched-bench's test instead (see [`super::bench_batched`]).
+//! `--temp T` (a list) adds tg tests that sample each next token from the logits with
+//! temperature `T` (and `--top-k`, `--top-p`), timing the sampling apart, and prints its cost
+//! as a share of the decode step.
 
 use crate::args::HeadTypeArg;
 use crate::error::{CliError, CliResult};
 use crate::model_source;
 use bitnet_backend::gguf::GgmlType;
-use bitnet_candle::{BareModel, HeadType, KvDtype, LoadOptions, Logits};
+use bitnet_candle::{BareModel, HeadType, KvDtype, LoadOptions, Logits, Sampler, SamplingParams};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::ffi::OsString;
@@ -92,6 +95,19 @@ pub struct BenchArgs {
         default_value = "file"
     )]
     pub head_types: Vec<HeadTypeArg>,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long = "device", default_value = "cpu")]
+    pub device: String,
+    /// Also run the tg tests sampling each token at these temperatures (0 = greedy), timing
+    /// the sampling; comma-separated.
+    #[arg(long = "temp", value_delimiter = ',')]
+    pub temps: Vec<f32>,
+    /// Top-k of the sampled tg tests (0 = the whole vocabulary).
+    #[arg(long = "top-k", default_value_t = 0)]
+    pub top_k: usize,
+    /// Top-p of the sampled tg tests (1.0 = disabled).
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    pub top_p: f32,
 }
 
 /// llama.cpp spells some multi-letter flags with one dash (`-npp 128`); clap needs two.
@@ -158,6 +174,23 @@ pub struct Record {
     pub weight_bytes_per_token: u64,
     /// `--head-type` of this record (`file`, `q8_0`, `q6_k`, `q4_0`).
     pub head_type: String,
+    /// Sampled tg tests: the sampling settings and the mean sampling time per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingRecord>,
+}
+
+/// What a sampled tg test adds to its record.
+#[derive(Serialize, Debug, Clone)]
+pub struct SamplingRecord {
+    pub temp: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    /// Vocabulary size (the logits sampled from).
+    pub n_vocab: usize,
+    /// Mean time to choose one token (the sampler alone).
+    pub sample_avg_ns: u64,
+    /// The sampler's share of a whole decode step (forward and sampling).
+    pub sample_share: f64,
 }
 
 /// Decode roofline for one thread count.
@@ -178,6 +211,25 @@ pub fn run(args: &BenchArgs) -> CliResult {
     if threads.contains(&0) {
         return Err(CliError::Usage("-t values must be at least 1".into()));
     }
+    let device = bitnet_candle::parse_device(&args.device)?;
+    // The CPU read bandwidth says nothing about a GPU run.
+    let no_bandwidth = args.no_bandwidth || !device.is_cpu();
+    let samplings = args
+        .temps
+        .iter()
+        .map(|&temperature| {
+            let params = SamplingParams {
+                temperature,
+                top_k: args.top_k,
+                top_p: args.top_p,
+                ..SamplingParams::default()
+            };
+            params
+                .validate()
+                .map(|()| params)
+                .map_err(|e| CliError::Usage(format!("--temp/--top-k/--top-p: {e}")))
+        })
+        .collect::<CliResult<Vec<_>>>()?;
 
     // Kept alive until the end: the synthetic model's file lives in it.
     let mut _synthetic_dir = None;
@@ -199,11 +251,18 @@ pub fn run(args: &BenchArgs) -> CliResult {
     };
 
     if args.batched {
+        if !device.is_cpu() {
+            return Err(CliError::Usage(format!(
+                "--batched measures the CPU's batched engine; a model on {} serves one sequence \
+                 per cache (drop --device or --batched)",
+                args.device
+            )));
+        }
         return run_batched(args, &sources, threads[0]);
     }
     let mut records = Vec::new();
     let mut rooflines = Vec::new();
-    if !args.no_bandwidth {
+    if !no_bandwidth {
         for &t in &threads {
             let gb_s = bitnet_backend::bandwidth::measure_read_bandwidth(t);
             eprintln!("memory read bandwidth, {t} threads: {gb_s:.1} GB/s");
@@ -221,10 +280,16 @@ pub fn run(args: &BenchArgs) -> CliResult {
         // or unsupported still runs.
         let options = LoadOptions {
             head_type: head,
+            device: device.clone(),
             ..LoadOptions::default()
         };
         let model = source.load_bare(&options)?;
         let path = &source.path();
+        let loaded = Loaded {
+            model: &model,
+            path,
+            head,
+        };
         let done = |what: String, t: usize| {
             if args.output == OutputFormat::Md {
                 eprintln!("done: {what}, {t} threads, head {head}");
@@ -233,12 +298,17 @@ pub fn run(args: &BenchArgs) -> CliResult {
         for &t in &threads {
             bitnet_backend::threads::set_num_threads(t);
             for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
-                records.push(measure(&model, path, head, t, n, 0, args.repetitions)?);
+                records.push(measure(&loaded, t, n, 0, args.repetitions, None)?);
                 done(format!("pp{n}"), t);
             }
             for &n in args.n_gen.iter().filter(|&&n| n > 0) {
-                records.push(measure(&model, path, head, t, 0, n, args.repetitions)?);
+                records.push(measure(&loaded, t, 0, n, args.repetitions, None)?);
                 done(format!("tg{n}"), t);
+                for sampling in &samplings {
+                    let r = measure(&loaded, t, 0, n, args.repetitions, Some(sampling))?;
+                    done(test_name(&r), t);
+                    records.push(r);
+                }
             }
         }
     }
@@ -247,10 +317,12 @@ pub fn run(args: &BenchArgs) -> CliResult {
         OutputFormat::Md => {
             print!("{}", markdown(&records));
             print!("{}", roofline_notes(&records, &rooflines));
+            print!("{}", sampling_notes(&records));
         }
         OutputFormat::Json | OutputFormat::Jsonl => {
             print_json(&records, args.output)?;
             eprint!("{}", roofline_notes(&records, &rooflines));
+            eprint!("{}", sampling_notes(&records));
         }
     }
     Ok(())
@@ -341,39 +413,68 @@ pub fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn measure(
-    model: &BareModel,
-    path: &Path,
+/// One loaded model under test: what every record of it shares.
+#[derive(Clone, Copy)]
+struct Loaded<'a> {
+    model: &'a BareModel,
+    path: &'a Path,
     head: HeadType,
+}
+
+/// Runs one test `repetitions` times after a warm-up. With `sampling`, each generated token
+/// is sampled from the previous step's logits (the sampler timed apart) instead of taken from
+/// the fixed list.
+fn measure(
+    loaded: &Loaded,
     n_threads: usize,
     n_prompt: usize,
     n_gen: usize,
     repetitions: usize,
+    sampling: Option<&SamplingParams>,
 ) -> CliResult<Record> {
+    let Loaded { model, path, head } = *loaded;
     let n_ctx = (n_prompt + n_gen).max(1);
     let weights = model.weights();
     let mut cache = weights.new_cache(n_ctx, KvDtype::F32)?;
     let tokens = bench_tokens(n_ctx, weights.config().n_vocab);
-    let mut run_once = || -> CliResult<u64> {
+    let mut sampler = sampling.map(|p| Sampler::new(p.clone())).transpose()?;
+    let mut run_once = || -> CliResult<(u64, u64)> {
         cache.reset();
+        let mut sample_ns = 0u64;
         let start = Instant::now();
         if n_prompt > 0 {
             weights.forward(&mut cache, &tokens[..n_prompt], 0, Logits::Last)?;
         }
-        for (i, t) in tokens[n_prompt..n_prompt + n_gen].iter().enumerate() {
-            weights.forward(
-                &mut cache,
-                std::slice::from_ref(t),
-                n_prompt + i,
-                Logits::Last,
-            )?;
+        let mut history: Vec<u32> = tokens.get(n_prompt).copied().into_iter().collect();
+        for i in 0..n_gen {
+            let token = history[i];
+            let logits = weights.forward(&mut cache, &[token], n_prompt + i, Logits::Last)?;
+            let next = match sampler.as_mut() {
+                Some(sampler) => {
+                    let logits = logits
+                        .to_vec1::<f32>()
+                        .map_err(bitnet_candle::Error::from)?;
+                    let t = Instant::now();
+                    let next = sampler.sample(&logits, &history)?;
+                    sample_ns += t.elapsed().as_nanos() as u64;
+                    next
+                }
+                None => tokens.get(n_prompt + i + 1).copied().unwrap_or(0),
+            };
+            history.push(next);
         }
-        Ok(start.elapsed().as_nanos() as u64)
+        // A GPU runs the steps asynchronously: the time is up only when they are done.
+        model
+            .device()
+            .synchronize()
+            .map_err(bitnet_candle::Error::from)?;
+        Ok((start.elapsed().as_nanos() as u64, sample_ns))
     };
     run_once()?; // warm-up
-    let samples_ns: Vec<u64> = (0..repetitions)
+    let runs: Vec<(u64, u64)> = (0..repetitions)
         .map(|_| run_once())
         .collect::<CliResult<_>>()?;
+    let samples_ns: Vec<u64> = runs.iter().map(|r| r.0).collect();
     let n_tokens = (n_prompt + n_gen) as f64;
     let samples_ts: Vec<f64> = samples_ns
         .iter()
@@ -382,10 +483,26 @@ fn measure(
     let (avg_ns, stddev_ns) =
         mean_stddev(&samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>());
     let (avg_ts, stddev_ts) = mean_stddev(&samples_ts);
+    let sampling = sampling.map(|p| {
+        let sample_total: u64 = runs.iter().map(|r| r.1).sum();
+        let step_total: u64 = runs.iter().map(|r| r.0).sum();
+        SamplingRecord {
+            temp: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            n_vocab: weights.config().n_vocab,
+            sample_avg_ns: sample_total / (runs.len() * n_gen).max(1) as u64,
+            sample_share: sample_total as f64 / step_total.max(1) as f64,
+        }
+    });
     Ok(Record {
         build_commit: env!("CARGO_PKG_VERSION"),
         cpu_info: cpu_name(),
-        backends: "CPU",
+        backends: if model.device().is_cuda() {
+            "CUDA"
+        } else {
+            "CPU"
+        },
         kernel: format!("{:?}", bitnet_backend::kernels::selected()),
         model_filename: path.display().to_string(),
         model_type: model.description(),
@@ -405,7 +522,31 @@ fn measure(
         samples_ts,
         weight_bytes_per_token: model.weights().weight_bytes_per_token() as u64,
         head_type: head.name().to_string(),
+        sampling,
     })
+}
+
+/// One line per sampled test: the sampler's time per token and its share of a decode step.
+fn sampling_notes(records: &[Record]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let Some(s) = &r.sampling else { continue };
+        out.push_str(&format!(
+            "\n{} with {} threads: sampling (temp {}, top-k {}, top-p {}, {} tokens) takes {:.3} ms per token = {:.2}% of a decode step",
+            test_name(r),
+            r.n_threads,
+            s.temp,
+            s.top_k,
+            s.top_p,
+            s.n_vocab,
+            s.sample_avg_ns as f64 / 1e6,
+            100.0 * s.sample_share
+        ));
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 /// Mean and sample standard deviation (0 for one sample), as llama-bench reports them.
@@ -423,10 +564,14 @@ pub fn mean_stddev(values: &[f64]) -> (f64, f64) {
 }
 
 fn test_name(r: &Record) -> String {
-    match (r.n_prompt, r.n_gen) {
+    let name = match (r.n_prompt, r.n_gen) {
         (p, 0) => format!("pp{p}"),
         (0, g) => format!("tg{g}"),
         (p, g) => format!("pp{p}+tg{g}"),
+    };
+    match &r.sampling {
+        Some(s) => format!("{name} temp {}", s.temp),
+        None => name,
     }
 }
 
@@ -445,7 +590,10 @@ pub fn markdown(records: &[Record]) -> String {
             model,
             format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64),
             format!("{:.2} B", r.model_n_params as f64 / 1e9),
-            format!("CPU {}", r.kernel.to_lowercase()),
+            match r.backends {
+                "CPU" => format!("CPU {}", r.kernel.to_lowercase()),
+                other => other.to_owned(),
+            },
             r.n_threads,
             test_name(r),
             format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
@@ -456,7 +604,10 @@ pub fn markdown(records: &[Record]) -> String {
 
 fn roofline_notes(records: &[Record], rooflines: &[Roofline]) -> String {
     let mut out = String::new();
-    for r in records.iter().filter(|r| r.n_prompt == 0 && r.n_gen > 0) {
+    for r in records
+        .iter()
+        .filter(|r| r.n_prompt == 0 && r.n_gen > 0 && r.sampling.is_none())
+    {
         let Some(roof) = rooflines.iter().find(|x| x.n_threads == r.n_threads) else {
             continue;
         };

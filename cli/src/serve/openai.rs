@@ -4,12 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `prompt` of /v1/completions: one string, or an array holding exactly one string.
+/// `prompt` of /v1/completions: one string, an array holding exactly one string, or an array
+/// of token ids.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
 pub enum Prompt {
     One(String),
     Many(Vec<String>),
+    Tokens(Vec<u32>),
 }
 
 /// `stop`: one string or up to four.
@@ -42,6 +44,17 @@ pub struct SamplingFields {
     pub n: Option<u32>,
     #[serde(default)]
     pub stream: bool,
+    /// llama.cpp's extension: generate past end-of-generation tokens (benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// `stream_options`: `include_usage` adds a last chunk with the usage and no choices.
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -88,6 +101,14 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// OpenAI's breakdown of the prompt tokens: `cached_tokens` came from a cached prefix (another
+/// request's or this conversation's earlier turn) and were not computed again.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
 }
 
 /// The error body OpenAI returns.

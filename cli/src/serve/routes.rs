@@ -1,9 +1,12 @@
 //! HTTP handlers: request validation, prompt building, and the JSON / SSE response shapes.
 
+use super::engine::{Event, Job, Queue};
+use super::lifecycle::{InFlight, Lifecycle, Phase};
+use super::metrics::{self, Metrics, Outcome};
 use super::openai::{
     ChatRequest, CompletionRequest, Content, ErrorBody, ErrorDetail, Prompt, SamplingFields, Usage,
 };
-use super::worker::{Event, Job, Queue};
+use super::tokenize;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,20 +15,27 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bitnet_candle::{ChatMessage, GenerationParams, Model, SamplingParams};
+use bitnet_candle::{ChatMessage, GenerationParams, Model, Pieces, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 
+/// What every handler shares: the phase, the metrics, and once loaded, the model and queue.
 #[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState {
+    life: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
+    ready: Arc<OnceLock<Ready>>,
+}
 
-struct Inner {
+/// The loaded model and the queue in front of its sequences.
+pub struct Ready {
     model: Model,
+    pieces: Pieces,
     model_id: String,
     n_ctx: usize,
     queue: Queue,
@@ -33,22 +43,58 @@ struct Inner {
     next_id: AtomicU64,
 }
 
-impl AppState {
+impl Ready {
     pub fn new(model: Model, model_id: String, n_ctx: usize, queue: Queue) -> Self {
-        AppState(Arc::new(Inner {
+        Ready {
+            pieces: Pieces::new(model.tokenizer()),
             model,
             model_id,
             n_ctx,
             queue,
             created: unix_time(),
             next_id: AtomicU64::new(1),
-        }))
+        }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+}
+
+impl AppState {
+    /// A server whose model is still loading.
+    pub fn loading(life: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Self {
+        AppState {
+            life,
+            metrics,
+            ready: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Installs the loaded model and opens the server for requests (unless it is draining).
+    pub fn set_ready(&self, ready: Ready) {
+        let _ = self.ready.set(ready);
+        self.life.set_ready();
+    }
+
+    pub fn ready(&self) -> Option<&Ready> {
+        self.ready.get()
+    }
+
+    /// The loaded model, or 503 while it loads.
+    fn loaded(&self) -> Result<&Ready, ApiError> {
+        self.ready
+            .get()
+            .ok_or_else(|| ApiError::unavailable("Loading model"))
     }
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
@@ -58,16 +104,25 @@ pub fn router(state: AppState, max_body: usize) -> Router {
 }
 
 /// An error answered with OpenAI's JSON error body.
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     message: String,
     code: Option<&'static str>,
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// 503: loading, draining, or a full queue; clients and balancers retry elsewhere.
+    fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
             message: message.into(),
             code: None,
         }
@@ -80,7 +135,7 @@ impl IntoResponse for ApiError {
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::NOT_FOUND => {
                 "invalid_request_error"
             }
-            StatusCode::SERVICE_UNAVAILABLE => "server_busy",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable_error",
             _ => "server_error",
         };
         let body = ErrorBody {
@@ -95,22 +150,52 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// 200 when ready; 503 while loading and while draining (llama-server's shapes).
+async fn health(State(state): State<AppState>) -> Response {
+    match state.life.phase() {
+        Phase::Ready => Json(json!({ "status": "ok" })).into_response(),
+        Phase::Loading => ApiError::unavailable("Loading model").into_response(),
+        Phase::Draining => ApiError::unavailable("Shutting down").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn tokenize(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let s = state.loaded()?;
+    tokenize::tokenize(&s.model, &s.pieces, parse_body(body)?).map(Json)
+}
+
+async fn detokenize(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let s = state.loaded()?;
+    tokenize::detokenize(&s.model, parse_body(body)?).map(Json)
 }
 
 async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
-        message: "no such endpoint; see /v1/models, /v1/completions, /v1/chat/completions, /health"
+        message: "no such endpoint; see /v1/models, /v1/completions, /v1/chat/completions, \
+                  /tokenize, /detokenize, /health, /metrics"
             .into(),
         code: None,
     }
 }
 
-async fn models(State(state): State<AppState>) -> Json<Value> {
-    let s = &state.0;
-    Json(json!({
+async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let s = state.loaded()?;
+    Ok(Json(json!({
         "object": "list",
         "data": [{
             "id": s.model_id,
@@ -124,10 +209,12 @@ async fn models(State(state): State<AppState>) -> Json<Value> {
                 "n_vocab": s.model.n_vocab(),
             }
         }]
-    }))
+    })))
 }
 
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| ApiError {
         status: rejection.status(),
         message: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -152,38 +239,56 @@ async fn completions(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let req: CompletionRequest = parse_body(body)?;
-    let prompt = match req.prompt {
-        Prompt::One(p) => p,
-        Prompt::Many(mut v) if v.len() == 1 => v.remove(0),
+    let s = state.loaded()?;
+    let tokenizer = s.model.tokenizer();
+    let (ids, text) = match req.prompt {
+        Prompt::One(p) => (tokenizer.encode(&p, true), p),
+        Prompt::Many(mut v) if v.len() == 1 => {
+            let p = v.remove(0);
+            (tokenizer.encode(&p, true), p)
+        }
+        Prompt::Tokens(ids) => {
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= s.model.n_vocab()) {
+                return Err(ApiError::bad_request(format!(
+                    "prompt token {bad} is outside the vocabulary of {} tokens",
+                    s.model.n_vocab()
+                )));
+            }
+            let text = if req.echo {
+                tokenizer
+                    .decode(&ids, false)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?
+            } else {
+                String::new()
+            };
+            (Ok(ids), text)
+        }
         Prompt::Many(_) => {
             return Err(ApiError::bad_request(
-                "`prompt` must be one string (batches of prompts are not supported)",
+                "`prompt` must be one string or one array of token ids (batches of prompts are not supported)",
             ))
         }
     };
-    let ids = state
-        .0
-        .model
-        .tokenizer()
-        .encode(&prompt, true)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let echo = req.echo.then_some(prompt);
-    start(
-        state,
-        Endpoint::Completion,
-        ids,
-        req.sampling,
-        Some(16),
+    let ids = ids.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let echo = req.echo.then_some(text);
+    let request = Request {
+        endpoint: Endpoint::Completion,
+        prompt: ids,
+        fields: req.sampling,
+        default_max_tokens: Some(16),
         echo,
-    )
-    .await
+        arrived,
+    };
+    start(state, request).await
 }
 
 async fn chat_completions(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let mut req: ChatRequest = parse_body(body)?;
     if req.messages.is_empty() {
         return Err(ApiError::bad_request(
@@ -225,7 +330,7 @@ async fn chat_completions(
         };
         messages.push(ChatMessage::new(role, text));
     }
-    let model = &state.0.model;
+    let model = &state.loaded()?.model;
     let prompt = model
         .apply_chat_template(&messages, true)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -236,21 +341,38 @@ async fn chat_completions(
     if req.max_completion_tokens.is_some() {
         req.sampling.max_tokens = req.max_completion_tokens;
     }
-    start(state, Endpoint::Chat, ids, req.sampling, None, None).await
+    let request = Request {
+        endpoint: Endpoint::Chat,
+        prompt: ids,
+        fields: req.sampling,
+        default_max_tokens: None,
+        echo: None,
+        arrived,
+    };
+    start(state, request).await
 }
 
-/// Validates the sampling fields against the prompt and context, enqueues the job, and answers.
-async fn start(
-    state: AppState,
+/// A parsed generation request.
+struct Request {
     endpoint: Endpoint,
     prompt: Vec<u32>,
     fields: SamplingFields,
     default_max_tokens: Option<u64>,
     echo: Option<String>,
-) -> Result<Response, ApiError> {
-    let s = &state.0;
-    let params = generation_params(&fields, prompt.len(), s.n_ctx, default_max_tokens)?;
-    let stops = fields
+    arrived: Instant,
+}
+
+/// Validates the sampling fields against the prompt and context, enqueues the job, and answers.
+async fn start(state: AppState, req: Request) -> Result<Response, ApiError> {
+    let s = state.loaded()?;
+    let params = generation_params(
+        &req.fields,
+        req.prompt.len(),
+        s.n_ctx,
+        req.default_max_tokens,
+    )?;
+    let stops = req
+        .fields
         .stop
         .clone()
         .map(|s| s.into_vec())
@@ -258,20 +380,29 @@ async fn start(
     if stops.len() > 4 {
         return Err(ApiError::bad_request("`stop` takes at most 4 sequences"));
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let Some(in_flight) = state.life.admit() else {
+        state.metrics.finished(Outcome::Rejected);
+        return Err(ApiError::unavailable(
+            "the server is shutting down; retry on another replica",
+        ));
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let job = Job {
-        prompt,
+        prompt: req.prompt,
         params,
         stops,
         events: tx,
+        arrived: req.arrived,
     };
     if !s.queue.submit(job) {
+        state.metrics.finished(Outcome::Rejected);
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the server's request queue is full; retry later".into(),
             code: None,
         });
     }
+    let endpoint = req.endpoint;
     let id = format!(
         "{}-{}",
         if endpoint == Endpoint::Chat {
@@ -287,10 +418,17 @@ async fn start(
         model: s.model_id.clone(),
         endpoint,
     };
-    if fields.stream {
-        Ok(stream_response(meta, rx, echo).into_response())
+    if req.fields.stream {
+        let include_usage = req
+            .fields
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage);
+        Ok(stream_response(meta, rx, req.echo, include_usage, in_flight).into_response())
     } else {
-        collect_response(meta, rx, echo).await
+        let response = collect_response(meta, rx, req.echo).await;
+        drop(in_flight);
+        response
     }
 }
 
@@ -347,6 +485,7 @@ fn generation_params(
             repeat_last_n: 64,
             seed: f.seed.unwrap_or_else(|| unix_time() ^ 0x5DEE_CE66),
         },
+        ignore_eos: f.ignore_eos,
         ..GenerationParams::default()
     })
 }
@@ -360,7 +499,7 @@ struct ResponseMeta {
 
 async fn collect_response(
     meta: ResponseMeta,
-    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     echo: Option<String>,
 ) -> Result<Response, ApiError> {
     let mut text = echo.unwrap_or_default();
@@ -437,37 +576,166 @@ fn chunk(
     }
 }
 
+/// The SSE response: a task forwards the generation's events as chunks, so that it can add
+/// the final usage chunk (`stream_options.include_usage`) and notice at once when the client
+/// leaves (dropping the events receiver cancels the generation at its next token).
 fn stream_response(
     meta: ResponseMeta,
-    rx: tokio::sync::mpsc::Receiver<Event>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     echo: Option<String>,
+    include_usage: bool,
+    in_flight: InFlight,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
-    let meta = Arc::new(meta);
-    let opening = {
-        let meta = Arc::clone(&meta);
-        let first = match (meta.endpoint, echo) {
+    let (out, body) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    let data = |v: Value| Ok(SseEvent::default().data(v.to_string()));
+    tokio::spawn(async move {
+        // The request stays in flight (a drain waits) until its last chunk is handed over.
+        let _in_flight = in_flight;
+        let with_usage = |mut v: Value| {
+            if include_usage {
+                v["usage"] = Value::Null;
+            }
+            v
+        };
+        let opening = match (meta.endpoint, echo) {
             (Endpoint::Chat, _) => Some(chunk(&meta, Some(""), None, true)),
             (Endpoint::Completion, Some(e)) => Some(chunk(&meta, Some(&e), None, false)),
             (Endpoint::Completion, None) => None,
         };
-        tokio_stream::iter(first.map(|v| Ok(SseEvent::default().data(v.to_string()))))
-    };
-    let body = ReceiverStream::new(rx).map(move |event| {
-        let payload = match event {
-            Event::Text(t) => chunk(&meta, Some(&t), None, false),
-            Event::Done { finish_reason, .. } => chunk(&meta, None, Some(finish_reason), false),
-            Event::Error(message) => {
-                json!({ "error": { "message": message, "type": "server_error" } })
+        if let Some(v) = opening {
+            if out.send(data(with_usage(v))).await.is_err() {
+                return;
             }
-        };
-        Ok(SseEvent::default().data(payload.to_string()))
+        }
+        loop {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                () = out.closed() => return,
+            };
+            let mut chunks = Vec::with_capacity(2);
+            match event {
+                Some(Event::Text(t)) => {
+                    chunks.push(with_usage(chunk(&meta, Some(&t), None, false)))
+                }
+                Some(Event::Done {
+                    finish_reason,
+                    usage,
+                }) => {
+                    chunks.push(with_usage(chunk(&meta, None, Some(finish_reason), false)));
+                    if include_usage {
+                        let mut last = chunk(&meta, None, None, false);
+                        last["choices"] = json!([]);
+                        last["usage"] = json!(usage);
+                        chunks.push(last);
+                    }
+                }
+                Some(Event::Error(message)) => {
+                    chunks.push(json!({ "error": { "message": message, "type": "server_error" } }))
+                }
+                None => break,
+            }
+            for v in chunks {
+                if out.send(data(v)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = out.send(Ok(SseEvent::default().data("[DONE]"))).await;
     });
-    let done = tokio_stream::once(Ok(SseEvent::default().data("[DONE]")));
-    Sse::new(opening.chain(body).chain(done))
+    Sse::new(ReceiverStream::new(body))
 }
 
 fn unix_time() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::engine::Queue;
+    use bitnet_candle::scheduler::SchedulerConfig;
+    use bitnet_candle::synthetic::{write_synthetic_gguf, SyntheticSpec};
+    use bitnet_candle::LoadOptions;
+
+    /// Fits every POST endpoint (each ignores the others' fields).
+    const BODY: &str = r#"{"prompt": "hi", "content": "hi", "max_tokens": 1,
+        "messages": [{"role": "user", "content": "hi"}]}"#;
+
+    fn call(agent: &ureq::Agent, method: &str, url: &str) -> (u16, Value) {
+        let resp = match method {
+            "GET" => agent.get(url).call(),
+            _ => agent
+                .post(url)
+                .header("Content-Type", "application/json")
+                .send(BODY),
+        };
+        let mut resp = resp.expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().expect("body");
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    /// The real router on a loopback port through its three phases.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_and_generation_follow_the_phase() {
+        let life = Lifecycle::new();
+        let metrics = Metrics::new();
+        let state = AppState::loading(life.clone(), metrics.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(state.clone(), 1 << 20);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let run = |method: &'static str, path: &'static str| {
+            let (agent, url) = (agent.clone(), format!("{base}{path}"));
+            tokio::task::spawn_blocking(move || call(&agent, method, &url))
+        };
+
+        let (status, body) = run("GET", "/health").await.unwrap();
+        assert_eq!(
+            (status, &body["error"]["message"]),
+            (503, &json!("Loading model"))
+        );
+        for path in ["/v1/completions", "/v1/chat/completions", "/tokenize"] {
+            let (status, body) = run("POST", path).await.unwrap();
+            assert_eq!(status, 503, "{path}: {body}");
+            assert_eq!(body["error"]["type"], "unavailable_error", "{path}");
+        }
+        assert_eq!(run("GET", "/metrics").await.unwrap().0, 200);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        write_synthetic_gguf(&path, &SyntheticSpec::tiny()).unwrap();
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let config = SchedulerConfig {
+            n_seq_max: 1,
+            n_ctx: 64,
+            ..SchedulerConfig::default()
+        };
+        let queue = Queue::start(&model, config, 4, metrics).unwrap();
+        state.set_ready(Ready::new(model, "tiny".into(), 64, queue));
+        let (status, body) = run("GET", "/health").await.unwrap();
+        assert_eq!((status, &body["status"]), (200, &json!("ok")));
+        let (status, body) = run("POST", "/v1/completions").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+
+        life.start_drain();
+        let (status, body) = run("GET", "/health").await.unwrap();
+        assert_eq!(
+            (status, &body["error"]["message"]),
+            (503, &json!("Shutting down"))
+        );
+        let (status, _) = run("POST", "/v1/completions").await.unwrap();
+        assert_eq!(status, 503);
+        // Cheap read-only endpoints stay up while draining.
+        assert_eq!(run("POST", "/tokenize").await.unwrap().0, 200);
+    }
 }

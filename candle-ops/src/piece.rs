@@ -1,4 +1,5 @@
-//! The raw bytes of single tokens (`bitnet_token_to_piece`).
+//! The raw bytes of single tokens (the C API's `bitnet_token_to_piece`, the server's
+//! `/tokenize` pieces).
 //!
 //! Decoding one token through the tokenizer's decoder replaces partial UTF-8 characters with
 //! U+FFFD, so printing pieces one by one would garble multi-byte text. Like llama.cpp, we return
@@ -10,11 +11,11 @@
 
 use std::collections::HashMap;
 
-use bitnet_candle::Tokenizer;
+use crate::Tokenizer;
 use tokenizers::DecoderWrapper;
 
 /// How vocabulary strings map to bytes for one tokenizer.
-pub(crate) struct Pieces {
+pub struct Pieces {
     kind: Kind,
     /// Added tokens: their text and whether they are special (control) tokens.
     added: HashMap<u32, (String, bool)>,
@@ -27,7 +28,7 @@ enum Kind {
 }
 
 impl Pieces {
-    pub(crate) fn new(tokenizer: &Tokenizer) -> Self {
+    pub fn new(tokenizer: &Tokenizer) -> Self {
         let inner = tokenizer.inner();
         let added_vocab = inner.get_added_vocabulary();
         let added = added_vocab
@@ -55,12 +56,7 @@ impl Pieces {
 
     /// The bytes of token `id` (already checked to be in the vocabulary). `special`: render
     /// special tokens (otherwise they are empty).
-    pub(crate) fn bytes(
-        &self,
-        tokenizer: &Tokenizer,
-        id: u32,
-        special: bool,
-    ) -> bitnet_candle::Result<Vec<u8>> {
+    pub fn bytes(&self, tokenizer: &Tokenizer, id: u32, special: bool) -> crate::Result<Vec<u8>> {
         if let Some((text, is_special)) = self.added.get(&id) {
             return Ok(match (*is_special, special) {
                 (true, false) => Vec::new(),

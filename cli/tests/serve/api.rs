@@ -1,100 +1,10 @@
-//! `bitnet serve` against a real HTTP client on a loopback port.
+//! The OpenAI endpoints over plain HTTP: shapes, validation, concurrency, cancellation.
 
-mod common;
-
-use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::common::*;
+use crate::server::*;
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(extra: &[&str]) -> Server {
-    start_server_with_ctx("256", extra)
-}
-
-fn start_server_with_ctx(ctx: &str, extra: &[&str]) -> Server {
-    let model = tiny_model().to_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
-        .args(["serve", "-m", &model, "--port", "0", "-c", ctx])
-        .args(extra)
-        .env("BITNET_NUM_THREADS", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start server");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let base = loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited").expect("read stderr");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr.trim().to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Server { child, base, log }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
-fn post(base: &str, path: &str, body: &str) -> (u16, String) {
-    let mut resp = agent()
-        .post(&format!("{base}{path}"))
-        .header("Content-Type", "application/json")
-        .send(body)
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_to_string().expect("body"))
-}
-
-fn get(base: &str, path: &str) -> (u16, String) {
-    let mut resp = agent()
-        .get(&format!("{base}{path}"))
-        .call()
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_to_string().expect("body"))
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-/// `data:` payloads of an SSE body.
-fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.trim().to_string())
-        .collect()
-}
 
 #[test]
 fn health_and_models() {
