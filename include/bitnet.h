@@ -11,6 +11,8 @@
  *   runs unchanged: its contexts have one sequence (id 0), which every API 1 call addresses.
  *   2 also adds bitnet_model_params.device: a model on a GPU (BITNET_DEVICE_CUDA(n), for a
  *   library built with the cuda feature); its contexts hold one sequence (n_seq_max 1).
+ *   2 also adds bitnet_model_params.head_type: the LM head as in the file or quantized once at
+ *   load (enum bitnet_head_type).
  *
  * Library: libbitnet.so / libbitnet.a, built by `cargo build --release -p bitnet-ffi`.
  *
@@ -107,6 +109,16 @@ enum bitnet_kv_type {
     BITNET_KV_F16 = 1  /* half the memory; logits move slightly */
 };
 
+/* Storage of the LM head (bitnet_model_params.head_type): as in the file, or quantized once at
+ * load with ggml's reference quantizers from the file's F16/BF16/F32 rows. Fewer bytes per
+ * generated token (decoding is bound by memory bandwidth), slightly different logits. */
+enum bitnet_head_type {
+    BITNET_HEAD_FILE = 0, /* as the file stores it (default) */
+    BITNET_HEAD_Q8_0 = 1, /* ggml Q8_0, 8.5 bits per weight */
+    BITNET_HEAD_Q6_K = 2, /* ggml Q6_K, 6.56 bits per weight */
+    BITNET_HEAD_Q4_0 = 3  /* ggml Q4_0, 4.5 bits per weight */
+};
+
 struct bitnet_model;   /* loaded weights, tokenizer and metadata; shareable between threads */
 struct bitnet_context; /* sequences sharing one KV cache, their tokens, the last logits */
 struct bitnet_sampler; /* sampling settings and RNG state */
@@ -143,6 +155,9 @@ struct bitnet_model_params {
     uint32_t device; /* BITNET_DEVICE_CPU (default) or BITNET_DEVICE_CUDA(n): GPU n, for a library
                       * built with the cuda feature (else BITNET_ERR_INVALID_ARG). Contexts of a
                       * model on a GPU hold one sequence: n_seq_max > 1 is BITNET_ERR_INVALID_ARG */
+    /* API 2 (a shorter struct gets BITNET_HEAD_FILE): */
+    int32_t head_type; /* enum bitnet_head_type; the quantized heads run on the CPU only: with a
+                        * GPU device, anything but BITNET_HEAD_FILE is BITNET_ERR_INVALID_ARG */
 };
 
 #define BITNET_DEVICE_CPU 0u

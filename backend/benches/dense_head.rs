@@ -1,7 +1,11 @@
-//! The LM head of BitNet b1.58 2B4T: one token against a 128256 × 2560 dense matrix, the largest
-//! single read of a decode step (656 MB in F16, 349 MB in Q8_0).
+//! The LM head of BitNet b1.58 2B4T: a 128256 × 2560 dense matrix, the largest single read of a
+//! decode step (656 MB in F16, 349 MB in Q8_0, 269 MB in Q6_K, 185 MB in Q4_0).
 //!
-//! - `dense_head/<type>/{1,2}t`: one matrix-vector product, 1 and 2 threads.
+//! - `dense_head/<type>/{1,2}t`: one token (matrix-vector product), 1 and 2 threads, weights in
+//!   a 2 MiB-page buffer as a quantized head is at load; `F16 4k` is the F16 head on 4 KiB pages,
+//!   as it is read from the file mapping.
+//! - `dense_head/<type>/16tok_2t`: 16 tokens at once (the many-token GEMM: prompt logits,
+//!   perplexity), 2 threads.
 //!
 //! The matrix is far larger than any cache, so every call streams it from memory. A summary
 //! table (own timing, medians) puts the effective weight GB/s beside the memory read bandwidth
@@ -12,6 +16,8 @@ use std::time::Duration;
 
 use bitnet_backend::bandwidth::measure_read_bandwidth_with;
 use bitnet_backend::dense::{self, DenseMatrix, DenseType};
+use bitnet_backend::formats::{q4_0, q6_k, q8_0};
+use bitnet_backend::huge_pages::HugePageBuffer;
 use bitnet_backend::threads;
 mod common;
 
@@ -23,23 +29,42 @@ use rand::{Rng, SeedableRng};
 
 const HIDDEN: usize = 2560;
 const VOCAB: usize = 128_256;
+const GEMM_TOKENS: usize = 16;
 
-/// Random weights in `ty`'s byte layout (Q8_0 blocks get a fixed scale: only the bytes matter).
-fn random_bytes(ty: DenseType, rows: usize, rng: &mut StdRng) -> Vec<u8> {
-    let n = rows * HIDDEN;
-    match ty {
-        DenseType::F16 => (0..n)
-            .flat_map(|_| f16::from_f32(rng.random_range(-0.1f32..0.1)).to_le_bytes())
-            .collect(),
-        DenseType::Q8_0 => (0..n / 32)
-            .flat_map(|_| {
-                let mut block = f16::from_f32(0.001).to_le_bytes().to_vec();
-                block.extend((0..32).map(|_| rng.random::<u8>()));
-                block
-            })
-            .collect(),
-        other => panic!("no generator for {other:?}"),
+/// The head in `ty`'s layout: random weights quantized by the real quantizers (the quantized
+/// kernels' speed does not depend on the values, but their bytes must be valid blocks).
+fn head_bytes(ty: DenseType, rows: usize, rng: &mut StdRng) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(ty.row_bytes(HIDDEN).unwrap() * rows);
+    let mut row = vec![0f32; HIDDEN];
+    for _ in 0..rows {
+        row.iter_mut()
+            .for_each(|v| *v = rng.random_range(-0.1f32..0.1));
+        match ty {
+            DenseType::F16 => {
+                bytes.extend(row.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()))
+            }
+            DenseType::Q8_0 => bytes.extend(q8_0::quantize(&row).unwrap()),
+            DenseType::Q6K => bytes.extend(q6_k::quantize(&row).unwrap()),
+            DenseType::Q4_0 => bytes.extend(q4_0::quantize(&row).unwrap()),
+            other => panic!("no generator for {other:?}"),
+        }
     }
+    bytes
+}
+
+/// `bytes` copied into a 2 MiB-page buffer.
+fn on_huge_pages(bytes: &[u8]) -> HugePageBuffer {
+    let mut b = HugePageBuffer::zeroed(bytes.len()).expect("allocate");
+    b.copy_from_slice(bytes);
+    b
+}
+
+struct Row {
+    what: String,
+    threads: usize,
+    tokens: usize,
+    secs: f64,
+    bytes: usize,
 }
 
 fn benches(c: &mut Criterion) {
@@ -52,25 +77,55 @@ fn benches(c: &mut Criterion) {
         measure_read_bandwidth_with(2, bw_bytes, 5).median_gb_s(),
     ];
     let budget = Duration::from_millis(if quick { 100 } else { 3000 });
-    let x: Vec<f32> = (0..HIDDEN).map(|_| rng.random_range(-1f32..1.0)).collect();
-    let mut y = vec![0f32; rows];
+    let x: Vec<f32> = (0..GEMM_TOKENS * HIDDEN)
+        .map(|_| rng.random_range(-1f32..1.0))
+        .collect();
+    let mut y = vec![0f32; GEMM_TOKENS * rows];
     let mut summary = Vec::new();
-    for ty in [DenseType::F16, DenseType::Q8_0] {
-        let bytes = random_bytes(ty, rows, &mut rng);
-        let w = DenseMatrix::new(ty, &bytes, rows, HIDDEN).expect("valid matrix");
-        let mut g = c.benchmark_group(format!("dense_head/{ty:?}"));
+    let f16_4k = head_bytes(DenseType::F16, rows, &mut rng);
+    for (name, ty) in [
+        ("F16 4k", DenseType::F16),
+        ("F16", DenseType::F16),
+        ("Q8_0", DenseType::Q8_0),
+        ("Q6_K", DenseType::Q6K),
+        ("Q4_0", DenseType::Q4_0),
+    ] {
+        let huge;
+        let bytes: &[u8] = match name {
+            "F16 4k" => &f16_4k,
+            _ => {
+                huge = on_huge_pages(&head_bytes(ty, rows, &mut rng));
+                &huge
+            }
+        };
+        let w = DenseMatrix::new(ty, bytes, rows, HIDDEN).expect("valid matrix");
+        let mut g = c.benchmark_group(format!("dense_head/{}", name.replace(' ', "_")));
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.sample_size(10);
-        for nth in [1usize, 2] {
+        for (nth, tokens) in [(1usize, 1usize), (2, 1), (2, GEMM_TOKENS)] {
+            if tokens > 1 && name == "F16 4k" {
+                continue;
+            }
             threads::set_num_threads(nth);
-            g.bench_function(format!("{nth}t"), |b| {
+            let (x, y) = (&x[..tokens * HIDDEN], &mut y[..tokens * rows]);
+            let label = match tokens {
+                1 => format!("{nth}t"),
+                n => format!("{n}tok_{nth}t"),
+            };
+            g.bench_function(label, |b| {
                 b.iter(|| {
-                    dense::matmul(&w, &x, 1, &mut y).unwrap();
+                    dense::matmul(&w, x, tokens, y).unwrap();
                     black_box(&y);
                 })
             });
-            let secs = median_secs(budget, || dense::matmul(&w, &x, 1, &mut y).unwrap());
-            summary.push((format!("{ty:?} [{rows}, {HIDDEN}]"), nth, secs, bytes.len()));
+            let secs = median_secs(budget, || dense::matmul(&w, x, tokens, y).unwrap());
+            summary.push(Row {
+                what: name.to_string(),
+                threads: nth,
+                tokens,
+                secs,
+                bytes: bytes.len(),
+            });
         }
         g.finish();
     }
@@ -82,15 +137,19 @@ fn benches(c: &mut Criterion) {
         bw[1]
     );
     println!(
-        "{:<28} {:>3} {:>11} {:>11} {:>8}",
-        "head", "thr", "median ms", "weight GB/s", "% of BW"
+        "{:<8} {:>8} {:>6} {:>3} {:>11} {:>11} {:>8} {:>11}",
+        "head", "rows", "tokens", "thr", "median ms", "weight GB/s", "% of BW", "G MAC/s"
     );
-    for (what, nth, secs, bytes) in summary {
-        let gbs = bytes as f64 / secs / 1e9;
+    for r in summary {
+        let gbs = r.bytes as f64 / r.secs / 1e9;
+        let macs = (r.tokens * rows * HIDDEN) as f64 / r.secs / 1e9;
         println!(
-            "{what:<28} {nth:>3} {:>11.2} {gbs:>11.1} {:>7.1}%",
-            secs * 1e3,
-            100.0 * gbs / bw[nth - 1]
+            "{:<8} {rows:>8} {:>6} {:>3} {:>11.2} {gbs:>11.1} {:>7.1}% {macs:>11.1}",
+            r.what,
+            r.tokens,
+            r.threads,
+            r.secs * 1e3,
+            100.0 * gbs / bw[r.threads - 1]
         );
     }
     println!();

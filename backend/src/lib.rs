@@ -11,6 +11,7 @@ pub mod activation_quant;
 pub mod bandwidth;
 pub mod compute_peak;
 pub mod dense;
+pub mod huge_pages;
 pub mod kernels;
 pub mod matmul;
 pub mod matmul_q8k;

@@ -1,9 +1,11 @@
 //! Dense weight tables: the token embedding and the LM head (`[n_vocab, n_embd]`).
 //!
-//! F32, F16, BF16 and Q8_0 tables stay zero-copy in the GGUF mmap and are multiplied by the
-//! backend's multithreaded dense kernels (`bitnet_backend::dense`), which stream the table once
-//! per step at memory bandwidth. Other ggml quantizations (Q4_0, Q6_K, ... — bitnet.cpp's
-//! `--token-embedding-type q6_k` files) are handed to Candle's `QTensor`/`QMatMul`.
+//! F32, F16, BF16, Q8_0, Q6_K and Q4_0 tables (bitnet.cpp's `--token-embedding-type q6_k`
+//! files, and heads quantized at load) stay zero-copy in the GGUF mmap, or in the buffer they
+//! were quantized into, and are multiplied by the backend's multithreaded dense kernels
+//! (`bitnet_backend::dense`), which stream the table once per step at memory bandwidth. Other
+//! ggml quantizations (Q4_1, Q5_0, Q5_1, Q2_K to Q5_K) are handed to Candle's
+//! `QTensor`/`QMatMul`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -55,7 +57,8 @@ impl std::fmt::Debug for DenseWeights {
 }
 
 impl DenseWeights {
-    /// Wraps a 2-D GGUF tensor `[ne0 = cols, ne1 = rows]`; F32/F16/BF16/Q8_0 stay in the mmap.
+    /// Wraps a 2-D GGUF tensor `[ne0 = cols, ne1 = rows]`; the backend's dense types stay in the
+    /// mmap.
     pub fn from_gguf(file: &GgufFile, info: &TensorInfo) -> Result<Self> {
         let range = file.tensor_range(info)?;
         let bytes: SharedBytes = file.mmap().clone();
@@ -102,7 +105,7 @@ impl DenseWeights {
                 let dtype = candle_dtype(ty).ok_or_else(|| {
                     Error::bad_tensor(
                         name,
-                        format!("type {ty:?} is not supported for embeddings / output (use F16, F32, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 or a K-quant)"),
+                        format!("type {ty:?} is not supported for embeddings / output (use F16, F32, BF16, Q8_0, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1 or a K-quant)"),
                     )
                 })?;
                 let qtensor = qtensor_from_ggml(dtype, data, vec![rows, cols], &Device::Cpu)
@@ -146,6 +149,15 @@ impl DenseWeights {
         match &self.storage {
             Storage::Dense { range, .. } => range.len(),
             Storage::Quantized { qtensor, .. } => qtensor.storage_size_in_bytes(),
+        }
+    }
+
+    /// The type and bytes of a table the backend's dense kernels multiply (`None` for a type
+    /// only Candle multiplies).
+    pub(crate) fn dense_bytes(&self) -> Option<(DenseType, &[u8])> {
+        match &self.storage {
+            Storage::Dense { bytes, range, ty } => Some((*ty, &(**bytes).as_ref()[range.clone()])),
+            Storage::Quantized { .. } => None,
         }
     }
 
@@ -262,7 +274,6 @@ impl DenseWeights {
 /// Candle's dtype for a ggml quantization it implements.
 fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
     Some(match t {
-        GgmlType::Q4_0 => GgmlDType::Q4_0,
         GgmlType::Q4_1 => GgmlDType::Q4_1,
         GgmlType::Q5_0 => GgmlDType::Q5_0,
         GgmlType::Q5_1 => GgmlDType::Q5_1,
@@ -270,17 +281,20 @@ fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
         GgmlType::Q3_K => GgmlDType::Q3K,
         GgmlType::Q4_K => GgmlDType::Q4K,
         GgmlType::Q5_K => GgmlDType::Q5K,
-        GgmlType::Q6_K => GgmlDType::Q6K,
         _ => return None,
     })
 }
 
-/// Decodes an F32/F16/BF16/Q8_0 tensor into f32 values (norm weights, ternary-valued floats).
+/// Decodes a tensor of one of the backend's dense types into f32 values (norm weights,
+/// ternary-valued floats).
 pub(crate) fn decode_float_row(info: &TensorInfo, data: &[u8]) -> Result<Vec<f32>> {
     let ty = DenseType::from_ggml(info.ggml_type).ok_or_else(|| {
         Error::bad_tensor(
             &info.name,
-            format!("expected F32, F16, BF16 or Q8_0, got {:?}", info.ggml_type),
+            format!(
+                "expected F32, F16, BF16, Q8_0, Q6_K or Q4_0, got {:?}",
+                info.ggml_type
+            ),
         )
     })?;
     let n = usize::try_from(info.n_elements())

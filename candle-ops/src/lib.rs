@@ -46,7 +46,7 @@ pub use generate::{
 };
 pub use kv_cache::{KvCache, KvDtype, SeqId};
 pub use models::{
-    is_checkpoint_dir, Architecture, BareModel, DecodeMode, LoadOptions, Logits, Model,
+    is_checkpoint_dir, Architecture, BareModel, DecodeMode, HeadType, LoadOptions, Logits, Model,
     ModelConfig, ModelWeights,
 };
 pub use op::TernaryMatMul;

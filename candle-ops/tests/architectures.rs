@@ -272,9 +272,8 @@ fn check(spec: &SyntheticSpec) -> f32 {
     let toks = tokens(12, spec.n_vocab);
     let want: Vec<Vec<f32>> = reference_logits(&path, &toks).to_vec2().unwrap();
 
-    // Whole sequence in one prefill. Heads that Candle's `QMatMul` runs (Q4_0, Q6_K, ...)
-    // quantize the activations to 8 bits, as llama.cpp does; F16/F32/BF16/Q8_0 heads run in
-    // float like the reference.
+    // Whole sequence in one prefill. Q4_0 and Q6_K heads multiply 8-bit activations, as
+    // llama.cpp does; F16/F32/BF16/Q8_0 heads run in float like the reference.
     let float_head = matches!(
         spec.embedding_type,
         GgmlType::F16 | GgmlType::F32 | GgmlType::BF16 | GgmlType::Q8_0

@@ -4,8 +4,8 @@
 
 mod common;
 
-use bitnet_candle::{Batch, Error, KvCache, KvDtype, Logits, Model, SeqId};
-use common::{tiny_model, tiny_tensor_path_model};
+use bitnet_candle::{Batch, Error, HeadType, KvCache, KvDtype, LoadOptions, Logits, Model, SeqId};
+use common::{tiny_model, tiny_model_with, tiny_tensor_path_model};
 
 /// Deterministic prompt `i` of `len` tokens.
 fn prompt(i: usize, len: usize) -> Vec<u32> {
@@ -224,6 +224,68 @@ fn a_batch_run_in_several_pieces_equals_solo_runs() {
             &want[199][..],
             "sequence {s}"
         );
+    }
+}
+
+#[test]
+fn a_quantized_head_gives_batched_rows_their_solo_results() {
+    // Each row's activations are quantized on their own for the integer head kernels, so a
+    // quantized head keeps rows independent of their batch too.
+    let (_dir, file) = tiny_model();
+    let seqs: Vec<Vec<u32>> = (0..3).map(|i| prompt(20 + i, 9 + 4 * i)).collect();
+    for head_type in [HeadType::Q8_0, HeadType::Q6K, HeadType::Q4_0] {
+        let options = LoadOptions {
+            head_type,
+            ..Default::default()
+        };
+        let (_dir, model) = tiny_model_with(&options);
+        let mut cache = model
+            .weights()
+            .new_multi_cache(64, 3, KvDtype::F32)
+            .unwrap();
+        let mut batch = Batch::new();
+        for (s, tokens) in seqs.iter().enumerate() {
+            all_rows(&mut batch, s, 0, tokens);
+        }
+        let got = run(&model, &mut cache, &batch);
+        let mut at = 0;
+        for tokens in &seqs {
+            let want = solo(&model, tokens, &[tokens.len()], KvDtype::F32);
+            assert_eq!(got[at..at + tokens.len()], want[..], "head {head_type}");
+            let file_rows = solo(&file, tokens, &[tokens.len()], KvDtype::F32);
+            assert_ne!(
+                want, file_rows,
+                "head {head_type}: the head was not quantized"
+            );
+            at += tokens.len();
+        }
+    }
+}
+
+/// The device-generic forward on the CPU keeps a head quantized at load on the CPU's dense
+/// kernels: its logits are the tuned path's (a GPU refuses such heads at load).
+#[test]
+fn a_quantized_head_on_the_tensor_path_equals_the_tuned_path() {
+    let tokens = prompt(5, 11);
+    for head_type in [HeadType::Q8_0, HeadType::Q6K, HeadType::Q4_0] {
+        let load = |tensor_ops_on_cpu| {
+            tiny_model_with(&LoadOptions {
+                head_type,
+                tensor_ops_on_cpu,
+                ..Default::default()
+            })
+        };
+        let ((_d1, tuned), (_d2, generic)) = (load(false), load(true));
+        let want = solo(&tuned, &tokens, &[7, 1, 3], KvDtype::F32);
+        let got = solo(&generic, &tokens, &[7, 1, 3], KvDtype::F32);
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "head {head_type}: row {r}: max|Δ| {diff} vs max|logit| {scale}"
+            );
+        }
     }
 }
 

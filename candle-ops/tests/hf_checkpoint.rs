@@ -12,7 +12,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use bitnet_candle::{bit_linear, BitLinear, HfConfig, KvDtype, LoadOptions, Model, WeightRule};
+use bitnet_candle::{
+    bit_linear, BitLinear, HeadType, HfConfig, KvDtype, LoadOptions, Model, WeightRule,
+};
 use bitnet_convert::{ConvertOptions, EmbeddingType, NoProgress};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -37,13 +39,18 @@ fn exact_type(dtype: Dtype) -> EmbeddingType {
 
 /// Converts `dir` to I2_S with the embedding and head in `float` and loads the file.
 fn converted(dir: &Path, float: EmbeddingType, tmp: &Path) -> Model {
+    converted_with(dir, float, tmp, &LoadOptions::default())
+}
+
+/// [`converted`], the file loaded with `options`.
+fn converted_with(dir: &Path, float: EmbeddingType, tmp: &Path, options: &LoadOptions) -> Model {
     let out = tmp.join("model.gguf");
     let mut opts = ConvertOptions::new(dir.to_string_lossy());
     opts.outfile = Some(out.clone());
     opts.token_embedding_type = Some(float);
     opts.output_tensor_type = Some(float);
     bitnet_convert::convert(&opts, &NoProgress).unwrap();
-    Model::load(&out, &LoadOptions::default()).unwrap()
+    Model::load(&out, options).unwrap()
 }
 
 fn all_logits(model: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
@@ -104,6 +111,52 @@ fn transformers_fixtures_give_the_converted_gguf_bit_for_bit() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         assert_same_model(name, &hf, &gguf, &sequence[..sequence.len() - 1]);
+    }
+}
+
+#[test]
+fn a_quantized_head_from_a_checkpoint_equals_the_converted_gguf_s() {
+    // A tied head (the fixture) and an untied one (the ternary Llama): the checkpoint's table is
+    // quantized in memory, the GGUF's from its rows on disk, by the same quantizer.
+    let llama = generate(Spec::llama());
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        let from = fixture("bitnet-gqa5-hd128-autobitlinear").join(f);
+        std::fs::copy(from, llama.path().join(f)).unwrap();
+    }
+    for (name, dir, float) in [
+        (
+            "tied fixture",
+            fixture("bitnet-gqa4-autobitlinear"),
+            EmbeddingType::BF16,
+        ),
+        (
+            "untied llama",
+            llama.path().to_owned(),
+            exact_type(llama.spec.float_dtype),
+        ),
+    ] {
+        let tokens: Vec<u32> = (1..12).collect();
+        let file_head = Model::from_hf(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+        for head_type in [HeadType::Q8_0, HeadType::Q6K, HeadType::Q4_0] {
+            let options = LoadOptions {
+                head_type,
+                ..Default::default()
+            };
+            let tmp = tempfile::tempdir().unwrap();
+            let gguf = converted_with(&dir, float, tmp.path(), &options);
+            let hf = Model::from_hf(dir.to_str().unwrap(), &options).unwrap();
+            let what = format!("{name} head {head_type}");
+            assert_same_model(&what, &hf, &gguf, &tokens);
+            assert_ne!(
+                all_logits(&hf, &tokens),
+                all_logits(&file_head, &tokens),
+                "{what}: the head was not quantized"
+            );
+        }
     }
 }
 

@@ -11,10 +11,15 @@
 //!   (the README's bound for W1.58A8 engines, whose int8 rounding ties can flip);
 //! - free-running greedy decoding with the KV cache: the 48 reference tokens (at least 32);
 //! - the GGUF tokenizer and chat template: every `tokenizer_cases` / `chat_template_cases` entry.
+//!
+//! `head_types_fidelity` measures what a quantized LM head (`--head-type`) costs against the
+//! file's head and prints the README's fidelity table (`-- --nocapture`).
 
 use std::path::{Path, PathBuf};
 
-use bitnet_candle::{ChatMessage, GenerationParams, KvDtype, LoadOptions, Model, Session};
+use bitnet_candle::{
+    ChatMessage, GenerationParams, HeadType, KvDtype, LoadOptions, Model, Session,
+};
 use bitnet_convert::{ConvertOptions, EmbeddingType, NoProgress, OutType};
 use serde_json::Value;
 
@@ -70,6 +75,13 @@ impl Fixture {
     /// Converts with the embedding kept in the checkpoint's precision (F32 for the f32 fixture;
     /// F16 holds bf16 values exactly).
     fn convert(&self, outtype: OutType, tmp: &Path, options: &LoadOptions) -> Model {
+        let path = self.convert_file(outtype, tmp);
+        Model::load(&path, options)
+            .unwrap_or_else(|e| panic!("{}: loading the {outtype} GGUF: {e}", self.name))
+    }
+
+    /// [`Self::convert`]'s GGUF file.
+    fn convert_file(&self, outtype: OutType, tmp: &Path) -> PathBuf {
         let path = tmp.join(format!("{}-{}.gguf", self.name, outtype.name()));
         let mut opts = ConvertOptions::new(self.dir.to_string_lossy());
         opts.outtype = outtype;
@@ -79,8 +91,7 @@ impl Fixture {
         }
         bitnet_convert::convert(&opts, &NoProgress)
             .unwrap_or_else(|e| panic!("{}: converting to {outtype}: {e}", self.name));
-        Model::load(&path, options)
-            .unwrap_or_else(|e| panic!("{}: loading the {outtype} GGUF: {e}", self.name))
+        path
     }
 }
 
@@ -336,6 +347,134 @@ fn gqa5_hd128_autobitlinear_matches_transformers() {
 fn bf16_online_matches_transformers() {
     let r = check_fixture("bitnet-bf16-online", &LoadOptions::default());
     report("bf16-online", &r);
+}
+
+/// What a head type does to one fixture, against the file's head.
+struct Fidelity {
+    /// Largest max|Δlogit| / max|logit| over the teacher-forced rows.
+    ratio: f32,
+    /// Rows whose argmax equals the file head's.
+    argmax_same: usize,
+    rows: usize,
+    /// Free-running greedy tokens equal to the file head's, before the first difference.
+    greedy_same: usize,
+    /// Largest max|Δlogit| / max|logit| against transformers, over the same rows.
+    ratio_vs_transformers: f32,
+}
+
+const GREEDY_STEPS: usize = 32;
+
+fn teacher_forced(model: &Model, sequence: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = model.new_cache(sequence.len(), KvDtype::F32).unwrap();
+    model
+        .forward_all(&mut cache, sequence, 0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+fn greedy(model: &Model, prompt: &[u32]) -> Vec<u32> {
+    let mut session = Session::new(model, prompt.len() + GREEDY_STEPS + 1, KvDtype::F32).unwrap();
+    let params = GenerationParams {
+        max_new_tokens: GREEDY_STEPS,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    session
+        .generate(prompt, &params, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap()
+        .tokens
+}
+
+fn fidelity(name: &str) -> Vec<(HeadType, Fidelity)> {
+    let f = Fixture::load(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = f.convert_file(OutType::I2S, tmp.path());
+    let prompt = f.ids(&["prompt", "ids"]);
+    let sequence = f.ids(&["sequence_ids"]);
+    let rows = &sequence[..sequence.len() - 1];
+    let load = |head_type| {
+        let options = LoadOptions {
+            head_type,
+            ..Default::default()
+        };
+        Model::load(&path, &options).unwrap_or_else(|e| panic!("{name} head {head_type}: {e}"))
+    };
+    let file = load(HeadType::File);
+    let (file_rows, file_greedy) = (teacher_forced(&file, rows), greedy(&file, &prompt));
+    assert_eq!(file_greedy.len(), GREEDY_STEPS);
+    HeadType::ALL
+        .into_iter()
+        .map(|head| {
+            let model = load(head);
+            let got = teacher_forced(&model, rows);
+            let ratio = |a: &[Vec<f32>], b: &dyn Fn(usize) -> Vec<f32>| {
+                a.iter()
+                    .enumerate()
+                    .map(|(r, row)| max_abs_diff(row, &b(r)) / max_abs(&b(r)))
+                    .fold(0f32, f32::max)
+            };
+            let tokens = greedy(&model, &prompt);
+            let fid = Fidelity {
+                ratio: ratio(&got, &|r| file_rows[r].clone()),
+                argmax_same: got
+                    .iter()
+                    .zip(&file_rows)
+                    .filter(|(a, b)| argmax(a) == argmax(b))
+                    .count(),
+                rows: got.len(),
+                greedy_same: tokens
+                    .iter()
+                    .zip(&file_greedy)
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+                ratio_vs_transformers: ratio(&got, &|r| f.row(r).to_vec()),
+            };
+            (head, fid)
+        })
+        .collect()
+}
+
+/// Prints the README's fidelity table and checks each head type's cost stays in bounds: the
+/// `file` head is exactly itself, and a quantized head really changes the logits, by no more
+/// than its format's rounding allows.
+#[test]
+fn head_types_fidelity() {
+    let fixtures = [
+        "bitnet-mha-bitlinear-f32",
+        "bitnet-gqa4-autobitlinear",
+        "bitnet-gqa5-hd128-autobitlinear",
+        "bitnet-bf16-online",
+    ];
+    println!("| fixture | head | max\\|Δ\\| / max\\|logit\\| vs file head | argmax = file head | greedy tokens = file head (of {GREEDY_STEPS}) | max\\|Δ\\| / max\\|logit\\| vs transformers |");
+    println!("|---|---|---|---|---|---|");
+    for name in fixtures {
+        for (head, fid) in fidelity(name) {
+            println!(
+                "| {} | {head} | {:.2e} | {}/{} | {} | {:.2e} |",
+                name.trim_start_matches("bitnet-"),
+                fid.ratio,
+                fid.argmax_same,
+                fid.rows,
+                fid.greedy_same,
+                fid.ratio_vs_transformers
+            );
+            let ctx = format!("{name} head {head}");
+            if head == HeadType::File {
+                assert_eq!(fid.ratio, 0.0, "{ctx}");
+                assert_eq!(fid.argmax_same, fid.rows, "{ctx}");
+                assert_eq!(fid.greedy_same, GREEDY_STEPS, "{ctx}");
+                continue;
+            }
+            let bound = match head {
+                HeadType::Q8_0 => 0.02,
+                HeadType::Q6K => 0.05,
+                _ => 0.25,
+            };
+            assert!(fid.ratio > 0.0, "{ctx}: the logits did not change");
+            assert!(fid.ratio <= bound, "{ctx}: ratio {} > {bound}", fid.ratio);
+        }
+    }
 }
 
 /// The device-generic Candle-ops forward (what runs on a GPU), here on the CPU, must meet the

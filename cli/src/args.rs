@@ -1,6 +1,6 @@
 //! Flags shared by several subcommands, named as llama.cpp names them.
 
-use bitnet_candle::{GenerationParams, KvDtype, SamplingParams};
+use bitnet_candle::{GenerationParams, HeadType, KvDtype, SamplingParams};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -27,6 +27,36 @@ pub struct ModelArgs {
     /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long = "device", default_value = "cpu")]
     pub device: String,
+    /// LM head storage: as in the file, or quantized once at load (fewer bytes per token,
+    /// slightly different logits; see the README's fidelity table).
+    #[arg(long = "head-type", value_enum, default_value_t = HeadTypeArg::File)]
+    pub head_type: HeadTypeArg,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadTypeArg {
+    /// As the file stores it.
+    File,
+    /// ggml Q8_0 (8.5 bits per weight).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// ggml Q6_K (6.56 bits per weight).
+    #[value(name = "q6_k")]
+    Q6K,
+    /// ggml Q4_0 (4.5 bits per weight).
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl From<HeadTypeArg> for HeadType {
+    fn from(h: HeadTypeArg) -> HeadType {
+        match h {
+            HeadTypeArg::File => HeadType::File,
+            HeadTypeArg::Q8_0 => HeadType::Q8_0,
+            HeadTypeArg::Q6K => HeadType::Q6K,
+            HeadTypeArg::Q4_0 => HeadType::Q4_0,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

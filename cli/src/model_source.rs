@@ -69,6 +69,7 @@ pub fn load(args: &ModelArgs) -> CliResult<Loaded> {
         max_context: args.ctx_size,
         tokenizer_json: args.tokenizer.clone(),
         offline: args.offline,
+        head_type: args.head_type.into(),
         ..LoadOptions::default()
     };
     let start = Instant::now();
@@ -76,7 +77,7 @@ pub fn load(args: &ModelArgs) -> CliResult<Loaded> {
     let load_time = start.elapsed();
     let path = source.path();
     eprintln!(
-        "loaded {} from {} in {:.2} s ({})",
+        "loaded {} from {} in {:.2} s ({}, LM head {:?})",
         model.description(),
         path.display(),
         load_time.as_secs_f64(),
@@ -88,6 +89,7 @@ pub fn load(args: &ModelArgs) -> CliResult<Loaded> {
             ),
             d => format!("{:?}", d.location()),
         },
+        model.weights().output().ggml_type(),
     );
     Ok(Loaded {
         model,

@@ -145,6 +145,73 @@ fn bench_writes_llama_bench_json() {
 }
 
 #[test]
+fn head_type_is_accepted_by_every_model_command_and_named_in_the_load_line() {
+    let model = tiny_model().to_str().unwrap();
+    let o = bitnet(&[
+        "run",
+        "-m",
+        model,
+        "-p",
+        "Hi",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "--head-type",
+        "q6_k",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("LM head Q6_K"), "{}", stderr(&o));
+    for sub in ["chat", "perplexity", "serve"] {
+        let o = bitnet(&[sub, "--help"]);
+        assert!(stdout(&o).contains("--head-type"), "{sub}: {}", stdout(&o));
+    }
+    let o = bitnet(&["run", "-m", model, "-p", "Hi", "--head-type", "q5_k"]);
+    assert_clean_failure(&o, "q5_k");
+}
+
+#[test]
+fn bench_compares_head_types_in_one_run() {
+    let model = tiny_model().to_str().unwrap();
+    let o = bitnet(&[
+        "bench",
+        "-m",
+        model,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--head-type",
+        "file,q4_0",
+        "-o",
+        "json",
+        "--no-bandwidth",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("stdout is JSON");
+    let heads: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["head_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(heads, ["file", "q4_0"]);
+    let bytes: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["weight_bytes_per_token"].as_u64().unwrap())
+        .collect();
+    // 300 × 256 values: F16 is 153 600 bytes, Q4_0 43 200.
+    assert_eq!(bytes[0] - bytes[1], 153_600 - 43_200);
+    assert!(stderr(&o).contains("head q4_0 is"), "{}", stderr(&o));
+}
+
+#[test]
 fn bench_markdown_table() {
     let model = tiny_model().to_str().unwrap();
     let o = bitnet(&[

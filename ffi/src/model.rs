@@ -3,7 +3,7 @@
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
 
-use bitnet_candle::{LoadOptions, Model};
+use bitnet_candle::{HeadType, LoadOptions, Model};
 
 use crate::bitnet_token;
 use crate::error::{
@@ -17,6 +17,13 @@ use bitnet_candle::Pieces;
 /// `bitnet_model_params.device`: the CPU; `BITNET_DEVICE_CUDA(n)` is `1 + n`.
 pub const BITNET_DEVICE_CPU: u32 = 0;
 
+/// `enum bitnet_head_type` (an enum without negative values: `unsigned int` in C).
+pub type bitnet_head_type = std::ffi::c_uint;
+pub const BITNET_HEAD_FILE: bitnet_head_type = 0;
+pub const BITNET_HEAD_Q8_0: bitnet_head_type = 1;
+pub const BITNET_HEAD_Q6_K: bitnet_head_type = 2;
+pub const BITNET_HEAD_Q4_0: bitnet_head_type = 3;
+
 /// Options of `bitnet_model_load` (versioned, see params.rs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +34,8 @@ pub struct bitnet_model_params {
     pub tokenizer_json: *const c_char,
     /// API 2: `BITNET_DEVICE_CPU` (0) or `BITNET_DEVICE_CUDA(n)` = 1 + n.
     pub device: u32,
+    /// API 2: a `bitnet_head_type` (a shorter struct gets `BITNET_HEAD_FILE`).
+    pub head_type: i32,
 }
 
 impl Versioned for bitnet_model_params {
@@ -41,6 +50,7 @@ impl Versioned for bitnet_model_params {
             n_ctx_max: 0,
             tokenizer_json: std::ptr::null(),
             device: 0,
+            head_type: BITNET_HEAD_FILE as i32,
         }
     }
 }
@@ -158,11 +168,24 @@ fn load_options(p: &bitnet_model_params) -> FfiResult<LoadOptions> {
         n => bitnet_candle::cuda_device(n as usize - 1)
             .map_err(|e| FfiError::invalid(e.to_string()))?,
     };
+    let head_type = match u32::try_from(p.head_type) {
+        Ok(BITNET_HEAD_FILE) => HeadType::File,
+        Ok(BITNET_HEAD_Q8_0) => HeadType::Q8_0,
+        Ok(BITNET_HEAD_Q6_K) => HeadType::Q6K,
+        Ok(BITNET_HEAD_Q4_0) => HeadType::Q4_0,
+        _ => {
+            return Err(FfiError::invalid(format!(
+                "head_type {} is not a bitnet_head_type",
+                p.head_type
+            )))
+        }
+    };
     Ok(LoadOptions {
         device,
         n_threads: (n_threads > 0).then_some(n_threads),
         max_context: (p.n_ctx_max > 0).then_some(p.n_ctx_max as usize),
         tokenizer_json,
+        head_type,
         ..LoadOptions::default()
     })
 }

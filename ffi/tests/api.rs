@@ -13,12 +13,20 @@ struct ModelHandle(*mut bitnet_model);
 
 impl ModelHandle {
     fn load() -> Self {
+        Self::load_with(None).unwrap_or_else(|st| panic!("status {st}: {}", last_error()))
+    }
+
+    /// Loads the fixture with `params` (NULL when `None`).
+    fn load_with(params: Option<&bitnet_model_params>) -> Result<Self, bitnet_status> {
         let path = CString::new(common::gguf().to_str().unwrap()).unwrap();
         let mut m = ptr::null_mut();
-        // SAFETY: valid C string, NULL params (defaults), writable out pointer.
-        let st = unsafe { bitnet_model_load(path.as_ptr(), ptr::null(), &mut m) };
-        assert_eq!(st, BITNET_OK, "{}", last_error());
-        Self(m)
+        let p = params.map_or(ptr::null(), |p| p as *const _);
+        // SAFETY: valid C string, NULL or a whole params struct, writable out pointer.
+        let st = unsafe { bitnet_model_load(path.as_ptr(), p, &mut m) };
+        match st {
+            BITNET_OK => Ok(Self(m)),
+            _ => Err(st),
+        }
     }
 
     fn n_vocab(&self) -> usize {
@@ -356,6 +364,55 @@ fn logits_of_every_batch_token_equal_the_model_forward() {
         .to_vec1::<f32>()
         .unwrap();
     assert_eq!(run.logits(-1, n_vocab), last);
+}
+
+#[test]
+fn head_type_param_quantizes_the_head_as_the_rust_api_does() {
+    let reference = common::reference();
+    // SAFETY: a whole params struct.
+    let mut p = unsafe { std::mem::zeroed::<bitnet_model_params>() };
+    // SAFETY: `p` is a whole, writable params struct.
+    let st = unsafe { bitnet_model_params_init(&mut p, std::mem::size_of_val(&p)) };
+    assert_eq!(st, BITNET_OK);
+    assert_eq!(p.head_type, BITNET_HEAD_FILE as i32);
+    for (c, rust) in [
+        (BITNET_HEAD_Q8_0, bitnet_candle::HeadType::Q8_0),
+        (BITNET_HEAD_Q6_K, bitnet_candle::HeadType::Q6K),
+        (BITNET_HEAD_Q4_0, bitnet_candle::HeadType::Q4_0),
+    ] {
+        p.head_type = c as i32;
+        let m = ModelHandle::load_with(Some(&p)).unwrap_or_else(|_| panic!("{}", last_error()));
+        let mut prompt = m.tokenize(&reference.prompt, true, true);
+        let run = Run::new(&m, 64, None);
+        assert_eq!(run.decode(&mut prompt, None, None), BITNET_OK);
+        let options = bitnet_candle::LoadOptions {
+            head_type: rust,
+            ..Default::default()
+        };
+        let model = Model::load(common::gguf(), &options).unwrap();
+        let mut cache = model.new_cache(64, Default::default()).unwrap();
+        let expect = model
+            .forward(&mut cache, &to_u32(&prompt), 0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let file_head = Model::load(common::gguf(), &Default::default()).unwrap();
+        let mut cache = file_head.new_cache(64, Default::default()).unwrap();
+        let unquantized = file_head
+            .forward(&mut cache, &to_u32(&prompt), 0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let got = run.logits(-1, m.n_vocab());
+        assert_eq!(got, expect, "{rust}");
+        assert_ne!(got, unquantized, "{rust}: the head was not quantized");
+    }
+    p.head_type = 4;
+    assert_eq!(
+        ModelHandle::load_with(Some(&p)).err(),
+        Some(BITNET_ERR_INVALID_ARG)
+    );
+    assert!(last_error().contains("head_type 4"), "{}", last_error());
 }
 
 #[test]

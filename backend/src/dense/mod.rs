@@ -9,13 +9,21 @@
 //!
 //! A [`DenseMatrix`] borrows its bytes, so the weights can stay zero-copy in a GGUF mmap.
 //! Q8_0 is multiplied in float (weights dequantized in registers, activations not quantized),
-//! so results differ from the f32 reference only by the weights' own rounding.
+//! so results differ from the f32 reference only by the weights' own rounding. Q6_K and Q4_0
+//! are multiplied in integers against activations quantized per block to 8 bits, as ggml does
+//! (Q8_K and Q8_0 activations; see [`qdot`]): their 6 and 4.5 bits per weight would otherwise
+//! make the product compute-bound on two cores.
 
 pub mod attention;
+mod qdot;
+pub mod quantize;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_qdot;
 
+use crate::formats::{q4_0, q6_k};
 use crate::gguf::GgmlType;
 use crate::{threads, Error, Result};
 
@@ -30,6 +38,10 @@ pub enum DenseType {
     BF16,
     /// ggml Q8_0: blocks of 32 values, an f16 scale then 32 int8 (34 bytes).
     Q8_0,
+    /// ggml Q6_K: super-blocks of 256 values in 210 bytes (6.56 bits per value).
+    Q6K,
+    /// ggml Q4_0: blocks of 32 values, an f16 scale then 16 bytes of nibbles (18 bytes).
+    Q4_0,
 }
 
 /// Bytes of one Q8_0 block.
@@ -45,28 +57,52 @@ impl DenseType {
             GgmlType::F16 => Some(DenseType::F16),
             GgmlType::BF16 => Some(DenseType::BF16),
             GgmlType::Q8_0 => Some(DenseType::Q8_0),
+            GgmlType::Q6_K => Some(DenseType::Q6K),
+            GgmlType::Q4_0 => Some(DenseType::Q4_0),
             _ => None,
+        }
+    }
+
+    /// The ggml type with this layout.
+    pub fn ggml_type(self) -> GgmlType {
+        match self {
+            DenseType::F32 => GgmlType::F32,
+            DenseType::F16 => GgmlType::F16,
+            DenseType::BF16 => GgmlType::BF16,
+            DenseType::Q8_0 => GgmlType::Q8_0,
+            DenseType::Q6K => GgmlType::Q6_K,
+            DenseType::Q4_0 => GgmlType::Q4_0,
+        }
+    }
+
+    /// `(values, bytes)` of one block: 1 for the float types.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            DenseType::F32 => (1, 4),
+            DenseType::F16 | DenseType::BF16 => (1, 2),
+            DenseType::Q8_0 => (Q8_0_BLOCK, Q8_0_BLOCK_BYTES),
+            DenseType::Q6K => (q6_k::BLOCK, q6_k::BLOCK_BYTES),
+            DenseType::Q4_0 => (q4_0::BLOCK, q4_0::BLOCK_BYTES),
         }
     }
 
     /// Bytes of one row of `cols` values (Q8_0 needs `cols % 32 == 0`).
     pub fn row_bytes(self, cols: usize) -> Result<usize> {
-        let overflow = || Error::format("dense", format!("row of {cols} values is too large"));
-        match self {
-            DenseType::F32 => cols.checked_mul(4).ok_or_else(overflow),
-            DenseType::F16 | DenseType::BF16 => cols.checked_mul(2).ok_or_else(overflow),
-            DenseType::Q8_0 => {
-                if !cols.is_multiple_of(Q8_0_BLOCK) {
-                    return Err(Error::format(
-                        "dense",
-                        format!("Q8_0 rows need a multiple of {Q8_0_BLOCK} values, got {cols}"),
-                    ));
-                }
-                (cols / Q8_0_BLOCK)
-                    .checked_mul(Q8_0_BLOCK_BYTES)
-                    .ok_or_else(overflow)
-            }
+        let (block, bytes) = self.block();
+        if !cols.is_multiple_of(block) {
+            return Err(Error::format(
+                "dense",
+                format!("{self:?} rows need a multiple of {block} values, got {cols}"),
+            ));
         }
+        (cols / block)
+            .checked_mul(bytes)
+            .ok_or_else(|| Error::format("dense", format!("row of {cols} values is too large")))
+    }
+
+    /// Whether the products run in integers against quantized activations (see [`qdot`]).
+    fn is_integer(self) -> bool {
+        matches!(self, DenseType::Q6K | DenseType::Q4_0)
     }
 }
 
@@ -155,7 +191,7 @@ pub enum DenseKernel {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C (8 lanes).
     Avx2,
-    /// x86-64 AVX-512F (16 lanes).
+    /// x86-64 AVX-512F and BW (16 lanes).
     Avx512,
 }
 
@@ -233,6 +269,14 @@ pub fn matmul_with(
     if w.rows == 0 || n_tokens == 0 {
         return Ok(());
     }
+    let quantized = match w.ty.is_integer() {
+        true => Some(qdot::QuantizedTokens::new(w.ty, x, n_tokens, w.cols)?),
+        false => None,
+    };
+    let acts = match &quantized {
+        Some(q) => Acts::Quantized(q),
+        None => Acts::Float(x),
+    };
     // One contiguous band of whole row groups per thread (so the four runs of `rows_kernel`
     // leave no remainder but at the matrix's end): each streams its own part of the matrix
     // once, whatever the number of tokens.
@@ -243,13 +287,20 @@ pub fn matmul_with(
         let g0 = n_groups * task / n_tasks;
         let g1 = n_groups * (task + 1) / n_tasks;
         let (r0, r1) = (g0 * ROW_GROUP, (g1 * ROW_GROUP).min(w.rows));
-        rows_kernel(kernel, w, r0, r1, x, n_tokens, |t, r, dot| {
+        rows_kernel(kernel, w, r0, r1, acts, n_tokens, |t, r, dot| {
             // SAFETY: tasks own disjoint row ranges, so every (t, r) index of `y` is written by
             // exactly one task; `y` outlives `parallel_for`, which returns after all tasks.
             unsafe { out.write(t * w.rows + r, dot) }
         });
     });
     Ok(())
+}
+
+/// The activations a kernel reads: float rows, or rows quantized for the integer types.
+#[derive(Clone, Copy)]
+enum Acts<'a> {
+    Float(&'a [f32]),
+    Quantized(&'a qdot::QuantizedTokens),
 }
 
 /// Rows `r0..r1` for every token; `put(t, r, dot)` receives each result.
@@ -264,37 +315,49 @@ fn rows_kernel(
     w: &DenseMatrix<'_>,
     r0: usize,
     r1: usize,
-    x: &[f32],
+    acts: Acts<'_>,
     n_tokens: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    let token = |t: usize| &x[t * w.cols..(t + 1) * w.cols];
     let run = (r1 - r0) / ROW_GROUP;
     let mut scalar_from = r0;
     #[cfg(target_arch = "x86_64")]
     if matches!(kernel, DenseKernel::Avx512 | DenseKernel::Avx2) {
+        let avx512 = kernel == DenseKernel::Avx512;
+        let int512 = avx512 && x86::has_avx512_int();
         // Several tokens (batched decode, prefill logits): on AVX-512, float rows are widened
         // once for two tokens at a time (same sums, bit for bit).
-        let pairs = match kernel == DenseKernel::Avx512 && w.ty != DenseType::Q8_0 {
-            true => n_tokens / 2,
-            false => 0,
+        let pair_x = match acts {
+            Acts::Float(x) if avx512 && w.ty != DenseType::Q8_0 => Some(x),
+            _ => None,
         };
         for k in 0..run {
             let rs: [usize; ROW_GROUP] = std::array::from_fn(|j| r0 + j * run + k);
-            for p in 0..pairs {
-                let mut dots = [[0f32; ROW_GROUP]; 2];
-                x86::dot4x2_avx512(w, rs, [token(2 * p), token(2 * p + 1)], &mut dots);
-                for (t, d) in dots.into_iter().enumerate() {
-                    for (r, dot) in rs.into_iter().zip(d) {
-                        put(2 * p + t, r, dot);
+            let mut t0 = 0;
+            if let Some(x) = pair_x {
+                let token = |t: usize| &x[t * w.cols..(t + 1) * w.cols];
+                for p in 0..n_tokens / 2 {
+                    let mut dots = [[0f32; ROW_GROUP]; 2];
+                    x86::dot4x2_avx512(w, rs, [token(2 * p), token(2 * p + 1)], &mut dots);
+                    for (t, d) in dots.into_iter().enumerate() {
+                        for (r, dot) in rs.into_iter().zip(d) {
+                            put(2 * p + t, r, dot);
+                        }
                     }
                 }
+                t0 = n_tokens / 2 * 2;
             }
-            for t in 2 * pairs..n_tokens {
+            for t in t0..n_tokens {
                 let mut dots = [0f32; ROW_GROUP];
-                match kernel {
-                    DenseKernel::Avx512 => x86::dot4_avx512(w, rs, token(t), &mut dots),
-                    _ => x86::dot4_avx2(w, rs, token(t), &mut dots),
+                match acts {
+                    Acts::Float(x) => {
+                        let x = &x[t * w.cols..(t + 1) * w.cols];
+                        match avx512 {
+                            true => x86::dot4_avx512(w, rs, x, &mut dots),
+                            false => x86::dot4_avx2(w, rs, x, &mut dots),
+                        }
+                    }
+                    Acts::Quantized(q) => x86_qdot::dot4(int512, w, rs, q.token(t), &mut dots),
                 }
                 for (r, dot) in rs.into_iter().zip(dots) {
                     put(t, r, dot);
@@ -306,7 +369,11 @@ fn rows_kernel(
     for r in scalar_from..r1 {
         let row = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
         for t in 0..n_tokens {
-            put(t, r, scalar::dot_row(w.ty, row, token(t)));
+            let dot = match acts {
+                Acts::Float(x) => scalar::dot_row(w.ty, row, &x[t * w.cols..(t + 1) * w.cols]),
+                Acts::Quantized(q) => qdot::dot_row(w.ty, row, q.token(t)),
+            };
+            put(t, r, dot);
         }
     }
 }
@@ -370,7 +437,21 @@ mod tests {
                     out
                 })
                 .collect(),
+            DenseType::Q6K => crate::formats::q6_k::quantize(v).unwrap(),
+            DenseType::Q4_0 => crate::formats::q4_0::quantize(v).unwrap(),
         }
+    }
+
+    /// The integer types' reference: the portable integer dot of `qdot`.
+    fn integer_reference(w: &DenseMatrix<'_>, x: &[f32], n_tokens: usize) -> Vec<f32> {
+        let q = qdot::QuantizedTokens::new(w.dtype(), x, n_tokens, w.cols()).unwrap();
+        let mut y = vec![0f32; n_tokens * w.rows()];
+        for r in 0..w.rows() {
+            for t in 0..n_tokens {
+                y[t * w.rows() + r] = qdot::dot_row(w.dtype(), w.row_data(r).unwrap(), q.token(t));
+            }
+        }
+        y
     }
 
     /// f64 reference over the dequantized rows.
@@ -395,26 +476,39 @@ mod tests {
     fn every_kernel_and_type_matches_the_reference() {
         // Odd row counts exercise the rows left over after the four runs; 37 and 64 rows give
         // runs of several rows per thread; 96 and 160 columns exercise the 32-wide main loop,
-        // the 16/8-wide remainder and (for floats) the scalar tail.
-        for (rows, cols) in [
+        // the 16/8-wide remainder, (for floats) the scalar tail and (Q4_0) an unpaired last
+        // block.
+        let small = [
             (7usize, 96usize),
             (13, 160),
             (4, 32),
             (1, 64),
             (37, 96),
             (64, 32),
+        ];
+        let k_quant = [(7usize, 256usize), (13, 512), (1, 256), (37, 768)];
+        for ty in [
+            DenseType::F32,
+            DenseType::F16,
+            DenseType::BF16,
+            DenseType::Q8_0,
+            DenseType::Q6K,
+            DenseType::Q4_0,
         ] {
-            for ty in [
-                DenseType::F32,
-                DenseType::F16,
-                DenseType::BF16,
-                DenseType::Q8_0,
-            ] {
+            let shapes = if ty == DenseType::Q6K {
+                &k_quant[..]
+            } else {
+                &small[..]
+            };
+            for &(rows, cols) in shapes {
                 let bytes = encode(ty, &values(rows * cols, 1));
                 let w = DenseMatrix::new(ty, &bytes, rows, cols).unwrap();
                 for n_tokens in [1usize, 3] {
                     let x = values(n_tokens * cols, 2);
-                    let want = reference(&w, &x, n_tokens);
+                    let want = match ty.is_integer() {
+                        true => integer_reference(&w, &x, n_tokens),
+                        false => reference(&w, &x, n_tokens),
+                    };
                     for kernel in available() {
                         let mut y = vec![f32::NAN; n_tokens * rows];
                         matmul_with(kernel, &w, &x, n_tokens, &mut y).unwrap();
@@ -438,9 +532,17 @@ mod tests {
             DenseType::F32,
             DenseType::BF16,
             DenseType::Q8_0,
+            DenseType::Q6K,
+            DenseType::Q4_0,
         ] {
-            // 184 columns: the 32-wide loop, a 16-wide step and a scalar tail (Q8_0: blocks).
-            let (rows, cols) = (37, if ty == DenseType::Q8_0 { 160 } else { 184 });
+            // 184 columns: the 32-wide loop, a 16-wide step and a scalar tail (quantized types:
+            // whole blocks).
+            let cols = match ty {
+                DenseType::Q8_0 | DenseType::Q4_0 => 160,
+                DenseType::Q6K => 512,
+                _ => 184,
+            };
+            let rows = 37;
             let bytes = encode(ty, &values(rows * cols, 5));
             let w = DenseMatrix::new(ty, &bytes, rows, cols).unwrap();
             let n_tokens = 5;
@@ -457,6 +559,29 @@ mod tests {
                         "{kernel:?} {ty:?} token {t}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn integer_products_stay_within_the_activation_rounding_bound() {
+        // |Σ w·(x - x̂)| <= Σ|w| · max|x - x̂|, and rounding to 8 bits per block moves a value
+        // by at most half a step: max|x| / 254 (Q8_0 steps) or a hair more for Q8_K, whose
+        // step is set by the same largest magnitude.
+        for (ty, cols) in [(DenseType::Q6K, 512usize), (DenseType::Q4_0, 96)] {
+            let rows = 9;
+            let bytes = encode(ty, &values(rows * cols, 5));
+            let w = DenseMatrix::new(ty, &bytes, rows, cols).unwrap();
+            let x = values(cols, 6);
+            let (exact, ints) = (reference(&w, &x, 1), integer_reference(&w, &x, 1));
+            let step = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 254.0;
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                w.dequantize_row(r, &mut row).unwrap();
+                let bound = row.iter().map(|v| v.abs()).sum::<f32>() * step * 1.01 + 1e-5;
+                let err = (exact[r] - ints[r]).abs();
+                assert!(err <= bound, "{ty:?} row {r}: error {err} > bound {bound}");
+                assert!(err > 0.0, "{ty:?} row {r}: activations were not quantized");
             }
         }
     }

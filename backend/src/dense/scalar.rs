@@ -3,6 +3,7 @@
 use half::{bf16, f16};
 
 use super::{DenseType, Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
+use crate::formats::{q4_0, q6_k};
 
 /// Decodes one row (`out.len()` values) from its bytes.
 pub(super) fn dequantize_row(ty: DenseType, row: &[u8], out: &mut [f32]) {
@@ -33,12 +34,25 @@ pub(super) fn dequantize_row(ty: DenseType, row: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        // The row length was checked against the type when the matrix was made.
+        DenseType::Q6K => q6_k::dequantize_into(row, out).expect("whole Q6_K blocks"),
+        DenseType::Q4_0 => q4_0::dequantize_into(row, out).expect("whole Q4_0 blocks"),
     }
 }
 
-/// Dot product of the row starting at `row[0]` (`x.len()` values) with `x`.
+/// Dot product of the row starting at `row[0]` (`x.len()` values) with `x`, in float (Q6_K and
+/// Q4_0 rows are widened first: the kernels multiply those in integers, see `qdot`).
 pub(super) fn dot_row(ty: DenseType, row: &[u8], x: &[f32]) -> f32 {
     match ty {
+        DenseType::Q6K | DenseType::Q4_0 => {
+            let mut w = vec![0f32; x.len()];
+            dequantize_row(
+                ty,
+                &row[..ty.row_bytes(x.len()).expect("whole blocks")],
+                &mut w,
+            );
+            w.iter().zip(x).map(|(a, b)| a * b).sum()
+        }
         DenseType::F32 => row
             .chunks_exact(4)
             .zip(x)

@@ -10,8 +10,21 @@ use std::arch::x86_64::*;
 use super::{DenseMatrix, DenseType, Q8_0_BLOCK, Q8_0_BLOCK_BYTES, ROW_GROUP};
 use crate::kernels::x86::prefetch_lines;
 
+/// AVX-512F (with F16C) for the float kernels. The float kernel a CPU runs decides the order of
+/// the sums, so this test must not change: `--head-type file` logits stay bit-identical.
 pub(super) fn has_avx512() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c")
+}
+
+/// BW, VBMI and VNNI on top, for the integer kernels (`x86_qdot`). CPUs with AVX-512 but without
+/// them (Skylake-X, Cascade Lake) run the integer kernels' AVX2 versions, and the float ones on
+/// AVX-512 still.
+pub(super) fn has_avx512_int() -> bool {
+    has_avx512()
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vbmi")
+        && is_x86_feature_detected!("avx512vnni")
+        && has_avx2()
 }
 
 pub(super) fn has_avx2() -> bool {
@@ -269,7 +282,7 @@ unsafe fn load8(ty: DenseType, row: *const u8, c: usize) -> __m256 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum256(v: __m256) -> f32 {
+pub(super) unsafe fn hsum256(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps(v, 1);
     let s = _mm_add_ps(lo, hi);

@@ -11,6 +11,8 @@ pub mod hf_packed;
 pub mod i2s;
 pub mod q4_0;
 pub mod q6_k;
+#[cfg(target_arch = "x86_64")]
+mod q6_k_x86;
 pub mod q8_0;
 pub mod ternarize;
 pub mod tq1_0;

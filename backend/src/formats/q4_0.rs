@@ -22,9 +22,16 @@ pub fn packed_size(n: usize) -> usize {
 /// Quantizes exactly as ggml's `quantize_row_q4_0_ref`: `d = m / -8` where `m` is the first
 /// value of largest magnitude (sign kept), nibble = `min(15, trunc(x * (1/d) + 8.5))`.
 pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; packed_size(x.len())];
+    quantize_into(x, &mut out)?;
+    Ok(out)
+}
+
+/// [`quantize`] into `out` (exactly [`packed_size`]`(x.len())` bytes).
+pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
     check_multiple(FORMAT, x.len(), BLOCK)?;
     check_finite(FORMAT, x)?;
-    let mut out = vec![0u8; packed_size(x.len())];
+    check_len(FORMAT, "output", out.len(), packed_size(x.len()))?;
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
         for &v in xb {
@@ -42,14 +49,21 @@ pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
             ob[2 + j] = nibble(xb[j]) | nibble(xb[j + BLOCK / 2]) << 4;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Dequantizes exactly as ggml's `dequantize_row_q4_0`: `x = (nibble - 8) * d`.
 pub fn dequantize(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; n];
+    dequantize_into(bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`dequantize`] into `out`, whose length is the number of values.
+pub fn dequantize_into(bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let n = out.len();
     check_multiple(FORMAT, n, BLOCK)?;
     check_len(FORMAT, "tensor data", bytes.len(), packed_size(n))?;
-    let mut out = vec![0f32; n];
     for (ob, block) in out
         .chunks_exact_mut(BLOCK)
         .zip(bytes.chunks_exact(BLOCK_BYTES))
@@ -61,7 +75,7 @@ pub fn dequantize(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
             ob[j + BLOCK / 2] = ((b >> 4) as i32 - 8) as f32 * d;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub fn packed_size(n: usize) -> usize {
 
 /// ggml's `nearest_int`: round half to even through the 1.5·2^23 magic constant. Meaningful for
 /// |x| <= 2^22; larger inputs give the same (meaningless) value as ggml's release builds.
-fn nearest_int(x: f32) -> i32 {
+pub(crate) fn nearest_int(x: f32) -> i32 {
     let v = x + 12_582_912.0;
     (v.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
 }
@@ -66,11 +66,8 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [u8]) -> f32 {
     let (sumlx, suml2) = sums(iscale);
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+    for is in TRIALS {
+        iscale = trial_numerator(nmax, is) / max;
         let (sumlx, suml2) = sums(iscale);
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for (o, &v) in l_out.iter_mut().zip(x) {
@@ -83,21 +80,63 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [u8]) -> f32 {
     scale
 }
 
+/// The offsets `is` of the trial scales `make_qx_quants` tries after the first, in its order.
+pub(crate) const TRIALS: [i32; 18] = [
+    -9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+];
+
+/// `-(nmax + 0.1f*is)` in ggml's float arithmetic: trial `is` uses this over `max`.
+pub(crate) fn trial_numerator(nmax: i32, is: i32) -> f32 {
+    -(nmax as f32 + 0.1 * is as f32)
+}
+
+/// The scales of one super-block's 16 sub-blocks and their codes (`make_qx_quants` with
+/// `nmax = 32` on each), computed by the fastest path this CPU has (all give the same bits).
+fn sub_block_scales(xb: &[f32], scales: &mut [f32; BLOCK / SUB], l: &mut [u8; BLOCK]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::q6_k_x86::available() {
+        // SAFETY: the CPU has the features `available` checks; `xb` holds one super-block.
+        unsafe { super::q6_k_x86::sub_block_scales(xb, scales, l) };
+        return;
+    }
+    sub_block_scales_scalar(xb, scales, l);
+}
+
+fn sub_block_scales_scalar(xb: &[f32], scales: &mut [f32; BLOCK / SUB], l: &mut [u8; BLOCK]) {
+    for (ib, s) in scales.iter_mut().enumerate() {
+        *s = make_qx_quants(
+            &xb[SUB * ib..SUB * (ib + 1)],
+            32,
+            &mut l[SUB * ib..SUB * (ib + 1)],
+        );
+    }
+}
+
 /// Quantizes exactly as ggml's `quantize_row_q6_K_ref`. Input must be finite.
 pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; packed_size(x.len())];
+    quantize_into(x, &mut out)?;
+    Ok(out)
+}
+
+/// [`quantize`] into `out` (exactly [`packed_size`]`(x.len())` bytes).
+pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
+    quantize_into_with(x, out, sub_block_scales)
+}
+
+type SubBlockScales = fn(&[f32], &mut [f32; BLOCK / SUB], &mut [u8; BLOCK]);
+
+fn quantize_into_with(x: &[f32], out: &mut [u8], sub_scales: SubBlockScales) -> Result<()> {
     check_multiple(FORMAT, x.len(), BLOCK)?;
     check_finite(FORMAT, x)?;
-    let mut out = vec![0u8; packed_size(x.len())];
+    check_len(FORMAT, "output", out.len(), packed_size(x.len()))?;
     let mut l = [0u8; BLOCK];
     let mut scales = [0.0f32; BLOCK / SUB];
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
+        ob.fill(0);
+        sub_scales(xb, &mut scales, &mut l);
         let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
-        for (ib, s) in scales.iter_mut().enumerate() {
-            *s = make_qx_quants(
-                &xb[SUB * ib..SUB * (ib + 1)],
-                32,
-                &mut l[SUB * ib..SUB * (ib + 1)],
-            );
+        for s in &scales {
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
                 max_scale = *s;
@@ -125,26 +164,38 @@ pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
                 l[SUB * j + ii] = (q + 32) as u8;
             }
         }
-        for half in 0..2 {
-            let (lh, ql, qh) = (&l[128 * half..], &mut ql[64 * half..], &mut qh[32 * half..]);
-            for i in 0..32 {
-                ql[i] = (lh[i] & 0xf) | (lh[i + 64] & 0xf) << 4;
-                ql[i + 32] = (lh[i + 32] & 0xf) | (lh[i + 96] & 0xf) << 4;
-                qh[i] = (lh[i] >> 4)
-                    | (lh[i + 32] >> 4) << 2
-                    | (lh[i + 64] >> 4) << 4
-                    | (lh[i + 96] >> 4) << 6;
-            }
+        pack(&l, ql, qh);
+    }
+    Ok(())
+}
+
+/// Splits the codes into the low 4 bits (`ql`) and high 2 bits (`qh`) in ggml's order.
+fn pack(l: &[u8; BLOCK], ql: &mut [u8], qh: &mut [u8]) {
+    for half in 0..2 {
+        let (lh, ql, qh) = (&l[128 * half..], &mut ql[64 * half..], &mut qh[32 * half..]);
+        for i in 0..32 {
+            ql[i] = (lh[i] & 0xf) | (lh[i + 64] & 0xf) << 4;
+            ql[i + 32] = (lh[i + 32] & 0xf) | (lh[i + 96] & 0xf) << 4;
+            qh[i] = (lh[i] >> 4)
+                | (lh[i + 32] >> 4) << 2
+                | (lh[i + 64] >> 4) << 4
+                | (lh[i + 96] >> 4) << 6;
         }
     }
-    Ok(out)
 }
 
 /// Dequantizes exactly as ggml's `dequantize_row_q6_K`.
 pub fn dequantize(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; n];
+    dequantize_into(bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`dequantize`] into `out`, whose length is the number of values.
+pub fn dequantize_into(bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let n = out.len();
     check_multiple(FORMAT, n, BLOCK)?;
     check_len(FORMAT, "tensor data", bytes.len(), packed_size(n))?;
-    let mut out = vec![0f32; n];
     for (ob, block) in out
         .chunks_exact_mut(BLOCK)
         .zip(bytes.chunks_exact(BLOCK_BYTES))
@@ -169,7 +220,7 @@ pub fn dequantize(bytes: &[u8], n: usize) -> Result<Vec<f32>> {
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -220,6 +271,44 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(err < 0.03, "max error {err}");
+    }
+
+    /// Sub-blocks of every kind the quantizer branches on: all zero, tiny (below and above
+    /// GROUP_MAX_EPS), outliers, exact integers (rounding ties), f16-valued rows, uniform noise.
+    fn awkward_inputs(n_blocks: usize) -> Vec<f32> {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        (0..n_blocks * BLOCK)
+            .map(|i| {
+                let x = rnd();
+                match (i / SUB) % 8 {
+                    0 => 0.0,
+                    1 => x * 1e-16,
+                    2 => x * 1e-14,
+                    3 if i % 7 == 0 => x * 1e4,
+                    3 => x * 1e-2,
+                    4 => ((x * 40.0) as i32) as f32 * 0.5,
+                    5 => half::f16::from_f32(x * 0.05).to_f32(),
+                    6 if (i / BLOCK).is_multiple_of(3) => 0.0,
+                    _ => x,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_path_gives_the_scalar_bytes() {
+        let x = awkward_inputs(96);
+        let mut want = vec![0u8; packed_size(x.len())];
+        quantize_into_with(&x, &mut want, sub_block_scales_scalar).unwrap();
+        let mut got = vec![0xAAu8; want.len()];
+        quantize_into(&x, &mut got).unwrap();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -21,9 +21,16 @@ pub fn packed_size(n: usize) -> usize {
 /// Quantizes exactly as ggml's `quantize_row_q8_0_ref`: per block `d = max|x| / 127`,
 /// `q = round_half_away(x * (1/d))`, `d` stored as f16. Input must be finite.
 pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; packed_size(x.len())];
+    quantize_into(x, &mut out)?;
+    Ok(out)
+}
+
+/// [`quantize`] into `out` (exactly [`packed_size`]`(x.len())` bytes).
+pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
     check_multiple(FORMAT, x.len(), BLOCK)?;
     check_finite(FORMAT, x)?;
-    let mut out = vec![0u8; packed_size(x.len())];
+    check_len(FORMAT, "output", out.len(), packed_size(x.len()))?;
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -34,7 +41,7 @@ pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
             *o = (v * id).round() as i8 as u8;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Dequantizes exactly as ggml's `dequantize_row_q8_0`: `x = q * d`.

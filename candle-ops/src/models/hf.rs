@@ -20,7 +20,7 @@ use half::{bf16, f16};
 use super::config::ModelConfig;
 use super::rows::RmsNorm;
 use super::source::WeightSource;
-use super::ModelWeights;
+use super::{HeadType, ModelWeights};
 use crate::bit_linear::BitLinear;
 use crate::embedding::{DenseWeights, SharedBytes};
 use crate::{Error, Result};
@@ -65,11 +65,22 @@ impl ModelWeights {
         cfg: &HfConfig,
         max_context: Option<usize>,
     ) -> Result<Self> {
+        Self::from_varbuilder_with_head(vb, cfg, max_context, HeadType::File)
+    }
+
+    /// [`Self::from_varbuilder`] with the LM head stored as `head_type` (quantized once here,
+    /// from the checkpoint's float table, unless it is [`HeadType::File`]).
+    pub fn from_varbuilder_with_head(
+        vb: VarBuilder,
+        cfg: &HfConfig,
+        max_context: Option<usize>,
+        head_type: HeadType,
+    ) -> Result<Self> {
         let plan = plan(cfg, &vb)?;
         let md = plan_metadata(&plan);
         let config = ModelConfig::from_metadata(&|k| lookup(&md, k), &|| Some(plan.n_vocab))?;
         let source = HfWeights::new(vb, &plan);
-        Self::from_source(config, &source, max_context)
+        Self::from_source(config, &source, max_context, head_type)
     }
 }
 

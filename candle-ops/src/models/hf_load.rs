@@ -22,7 +22,7 @@ pub(crate) fn load(
     dir_or_repo: &str,
     options: &LoadOptions,
 ) -> Result<(BareModel, Vec<(String, Value)>)> {
-    options.apply_threads()?;
+    options.check_and_apply_threads()?;
     let dir = bitnet_convert::resolve_checkpoint(
         dir_or_repo,
         options.revision.as_deref(),
@@ -36,10 +36,11 @@ pub(crate) fn load(
     let weight_format = hf::weight_format(&src, &plan);
     let file_size = src.data_bytes();
     let vb = VarBuilder::from_backend(Box::new(SafetensorsBackend::new(src)), dtype, Device::Cpu);
-    let weights = options.place(ModelWeights::from_varbuilder(
+    let weights = options.place(ModelWeights::from_varbuilder_with_head(
         vb,
         &cfg,
         options.max_context,
+        options.head_type,
     )?)?;
     let vocab = Vocab::load(&dir, &cfg, plan.n_vocab)?.metadata();
     let info = ModelInfo {

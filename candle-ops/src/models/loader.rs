@@ -3,7 +3,8 @@
 //! Memory: ternary weights are repacked into the kernels' own layout, so their file bytes are
 //! needed only once. When the model comes from a path they are read with plain file reads into a
 //! scratch buffer instead of through the mmap, so those pages never count towards the process's
-//! resident memory; the F16/F32/Q8_0 embedding and head stay zero-copy in the mmap.
+//! resident memory; the F16/F32/Q8_0 embedding and head stay zero-copy in the mmap (a head
+//! quantized at load is read the same way, see `head`).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -113,6 +114,23 @@ impl WeightSource for Loader<'_> {
         let len = bytes.len();
         let shared: SharedBytes = Arc::new(bytes);
         DenseWeights::from_bytes(&info.name, info.ggml_type, &info.dims, shared, 0..len)
+    }
+
+    /// The table quantized with positional reads of the file's float rows (see
+    /// [`super::head`]), or the file's own bytes when it already has type `ty`.
+    fn quantized_dense(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        ty: DenseType,
+    ) -> Result<Option<DenseWeights>> {
+        let info = self.info(name)?;
+        check_dims(info, &[cols as u64, rows as u64])?;
+        if info.ggml_type == ty.ggml_type() {
+            return self.dense(name, rows, cols).map(Some);
+        }
+        super::head::quantize_head(self.file, self.raw.as_ref(), info, rows, cols, ty).map(Some)
     }
 
     /// Factors of the optional `rope_freqs.weight` tensor (llama.cpp Llama-3 rope scaling).

@@ -15,6 +15,7 @@ mod cuda;
 #[cfg(not(feature = "cuda"))]
 #[path = "dummy_cuda.rs"]
 mod cuda;
+pub(crate) mod head;
 pub(crate) mod hf;
 mod hf_load;
 pub(crate) mod llama_ternary;
@@ -34,6 +35,7 @@ use bitnet_backend::gguf::{GgmlType, GgufFile};
 use candle_core::{Device, Tensor};
 
 pub use config::{Architecture, ModelConfig};
+pub use head::HeadType;
 pub use hf::is_checkpoint_dir;
 
 use crate::batch::{runs_in, Batch, BatchLogits};
@@ -128,18 +130,31 @@ impl ModelWeights {
         path: Option<&Path>,
         max_context: Option<usize>,
     ) -> Result<Self> {
+        Self::from_gguf_with_head(file, path, max_context, HeadType::File)
+    }
+
+    /// [`Self::from_gguf`] with the LM head stored as `head_type` (quantized once here unless
+    /// it is [`HeadType::File`]).
+    pub fn from_gguf_with_head(
+        file: &GgufFile,
+        path: Option<&Path>,
+        max_context: Option<usize>,
+        head_type: HeadType,
+    ) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
         let arch = config.architecture.clone();
         let l = Loader::new(file, path, &arch)?;
-        Self::from_source(config, &l, max_context)
+        Self::from_source(config, &l, max_context, head_type)
     }
 
-    /// Builds the model from `l`'s tensors (GGUF names). The embedding comes first: a source
-    /// that copies it briefly holds two of it, before the projections are loaded.
+    /// Builds the model from `l`'s tensors (GGUF names), the LM head stored as `head_type`.
+    /// The embedding comes first: a source that copies it briefly holds two of it, before the
+    /// projections are loaded.
     fn from_source(
         config: ModelConfig,
         l: &dyn WeightSource,
         max_context: Option<usize>,
+        head_type: HeadType,
     ) -> Result<Self> {
         let (v, e) = (config.n_vocab, config.n_embd);
         let token_embd = l.dense("token_embd.weight", v, e)?;
@@ -150,9 +165,22 @@ impl ModelWeights {
         };
         // A separate output matrix, when the file has one, is the LM head (bitnet.cpp loads it
         // and then uses token_embd anyway, which is wrong for untied checkpoints).
-        let output = match l.has("output.weight") {
-            true => l.dense("output.weight", v, e)?,
-            false => token_embd.clone(),
+        let head_name = match l.has("output.weight") {
+            true => "output.weight",
+            false => "token_embd.weight",
+        };
+        let output = match (head_type.dense_type(), head_name) {
+            (None, "output.weight") => l.dense(head_name, v, e)?,
+            (None, _) => token_embd.clone(),
+            // Sources that cannot stream rows quantize the table they hold (a tied head: the
+            // embedding already in memory, not a second copy of it).
+            (Some(ty), _) => match l.quantized_dense(head_name, v, e, ty)? {
+                Some(head) => head,
+                None if head_name == "output.weight" => {
+                    head::quantize_table(&l.dense(head_name, v, e)?, ty)?
+                }
+                None => head::quantize_table(&token_embd, ty)?,
+            },
         };
         let output_norm = l.rms_norm("output_norm.weight", e, config.rms_eps)?;
         let max_context = max_context.unwrap_or(config.n_ctx_train).max(1);
@@ -528,6 +556,8 @@ pub struct LoadOptions {
     pub revision: Option<String>,
     /// Never touch the network for [`Model::from_hf`] (also `HF_HUB_OFFLINE=1`).
     pub offline: bool,
+    /// How the LM head is stored: as in the file (default) or quantized once at load.
+    pub head_type: HeadType,
 }
 
 impl Default for LoadOptions {
@@ -540,6 +570,7 @@ impl Default for LoadOptions {
             tokenizer_json: None,
             revision: None,
             offline: false,
+            head_type: HeadType::File,
         }
     }
 }
@@ -550,7 +581,18 @@ impl LoadOptions {
         weights.placed_on(&self.device, self.tensor_ops_on_cpu)
     }
 
-    fn apply_threads(&self) -> Result<()> {
+    /// Refuses options that cannot work together, then applies the thread count; called before
+    /// any weight is read, so a refused load costs nothing.
+    fn check_and_apply_threads(&self) -> Result<()> {
+        // The quantized heads run on the CPU dense kernels only; the GPU forward needs a float
+        // table it can upload.
+        if !matches!(self.device, Device::Cpu) && self.head_type != HeadType::File {
+            return Err(Error::InvalidArgument(format!(
+                "head type {} runs on the CPU only; on {:?} use head type file",
+                self.head_type,
+                self.device.location()
+            )));
+        }
         if let Some(n) = self.n_threads {
             if n == 0 {
                 return Err(Error::InvalidArgument(
@@ -592,8 +634,13 @@ impl BareModel {
 
     /// Loads the weights of an already opened GGUF (`path` as in [`ModelWeights::from_gguf`]).
     pub fn from_gguf(file: &GgufFile, path: Option<&Path>, options: &LoadOptions) -> Result<Self> {
-        options.apply_threads()?;
-        let weights = options.place(ModelWeights::from_gguf(file, path, options.max_context)?)?;
+        options.check_and_apply_threads()?;
+        let weights = options.place(ModelWeights::from_gguf_with_head(
+            file,
+            path,
+            options.max_context,
+            options.head_type,
+        )?)?;
         let info = ModelInfo {
             name: file
                 .get("general.name")

@@ -2,6 +2,8 @@
 //! checkpoint through a `VarBuilder` ([`super::hf::HfWeights`]). Tensors are asked for by their
 //! GGUF names, so the model is built by one code path whatever the source.
 
+use bitnet_backend::dense::DenseType;
+
 use super::rows::RmsNorm;
 use crate::bit_linear::BitLinear;
 use crate::embedding::DenseWeights;
@@ -20,4 +22,16 @@ pub(crate) trait WeightSource {
     fn dense(&self, name: &str, rows: usize, cols: usize) -> Result<DenseWeights>;
     /// An optional vector of `len` values (`rope_freqs.weight`).
     fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>>;
+    /// The table `[rows, cols]` quantized to `ty` straight from the source's rows, or `None`
+    /// when the source cannot stream rows (the caller then quantizes the table it loaded, see
+    /// [`super::head::quantize_table`]).
+    fn quantized_dense(
+        &self,
+        _name: &str,
+        _rows: usize,
+        _cols: usize,
+        _ty: DenseType,
+    ) -> Result<Option<DenseWeights>> {
+        Ok(None)
+    }
 }

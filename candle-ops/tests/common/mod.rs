@@ -10,7 +10,7 @@ pub fn tiny_model() -> (tempfile::TempDir, Model) {
     tiny_model_with(&LoadOptions::default())
 }
 
-/// The tiny model loaded with `options`.
+/// [`tiny_model`] loaded with `options`.
 pub fn tiny_model_with(options: &LoadOptions) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");

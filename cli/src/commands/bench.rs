@@ -6,17 +6,20 @@
 //! and standard deviation of the per-repetition tokens/s. With no `-m`, a BitNet b1.58
 //! 2B4T-shaped model with random ternary weights is generated first, so the command needs no
 //! download. The memory read bandwidth is measured in the same run and the decode roofline
-//! fraction (bytes read per token ÷ bandwidth) is printed beside the table.
+//! fraction (bytes read per token ÷ bandwidth) is printed beside the table. `--head-type`
+//! takes a list: each model is loaded once per head type, and the generation speed of every
+//! quantized head is printed as a ratio to the `file` head's, from the same run.
 //!
 //! `--batched` runs llama-batched-bench's test instead (see [`super::bench_batched`]).
 //! `--temp T` (a list) adds tg tests that sample each next token from the logits with
 //! temperature `T` (and `--top-k`, `--top-p`), timing the sampling apart, and prints its cost
 //! as a share of the decode step.
 
+use crate::args::HeadTypeArg;
 use crate::error::{CliError, CliResult};
 use crate::model_source;
 use bitnet_backend::gguf::GgmlType;
-use bitnet_candle::{BareModel, KvDtype, LoadOptions, Logits, Sampler, SamplingParams};
+use bitnet_candle::{BareModel, HeadType, KvDtype, LoadOptions, Logits, Sampler, SamplingParams};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::ffi::OsString;
@@ -84,6 +87,14 @@ pub struct BenchArgs {
     /// --batched: most tokens in one forward pass (the prompt chunk).
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
+    /// LM head storage types to test, comma-separated (see `run --help`).
+    #[arg(
+        long = "head-type",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "file"
+    )]
+    pub head_types: Vec<HeadTypeArg>,
     /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long = "device", default_value = "cpu")]
     pub device: String,
@@ -161,6 +172,8 @@ pub struct Record {
     pub samples_ts: Vec<f64>,
     /// Bytes of weights one decode step reads.
     pub weight_bytes_per_token: u64,
+    /// `--head-type` of this record (`file`, `q8_0`, `q6_k`, `q4_0`).
+    pub head_type: String,
     /// Sampled tg tests: the sampling settings and the mean sampling time per token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingRecord>,
@@ -259,33 +272,41 @@ pub fn run(args: &BenchArgs) -> CliResult {
             });
         }
     }
-    for source in &sources {
+    for (source, head) in sources
+        .iter()
+        .flat_map(|s| args.head_types.iter().map(move |&h| (s, HeadType::from(h))))
+    {
         // Weights only: benchmarking needs no tokenizer, so a file whose vocabulary is missing
         // or unsupported still runs.
         let options = LoadOptions {
+            head_type: head,
             device: device.clone(),
             ..LoadOptions::default()
         };
         let model = source.load_bare(&options)?;
         let path = &source.path();
+        let loaded = Loaded {
+            model: &model,
+            path,
+            head,
+        };
+        let done = |what: String, t: usize| {
+            if args.output == OutputFormat::Md {
+                eprintln!("done: {what}, {t} threads, head {head}");
+            }
+        };
         for &t in &threads {
             bitnet_backend::threads::set_num_threads(t);
             for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
-                records.push(measure(&model, path, t, n, 0, args.repetitions, None)?);
-                if args.output == OutputFormat::Md {
-                    eprintln!("done: pp{n}, {t} threads");
-                }
+                records.push(measure(&loaded, t, n, 0, args.repetitions, None)?);
+                done(format!("pp{n}"), t);
             }
             for &n in args.n_gen.iter().filter(|&&n| n > 0) {
-                records.push(measure(&model, path, t, 0, n, args.repetitions, None)?);
-                if args.output == OutputFormat::Md {
-                    eprintln!("done: tg{n}, {t} threads");
-                }
+                records.push(measure(&loaded, t, 0, n, args.repetitions, None)?);
+                done(format!("tg{n}"), t);
                 for sampling in &samplings {
-                    let r = measure(&model, path, t, 0, n, args.repetitions, Some(sampling))?;
-                    if args.output == OutputFormat::Md {
-                        eprintln!("done: {}, {t} threads", test_name(&r));
-                    }
+                    let r = measure(&loaded, t, 0, n, args.repetitions, Some(sampling))?;
+                    done(test_name(&r), t);
                     records.push(r);
                 }
             }
@@ -324,11 +345,23 @@ fn print_json<T: Serialize>(records: &[T], format: OutputFormat) -> CliResult {
 }
 
 fn run_batched(args: &BenchArgs, sources: &[model_source::Source], n_threads: usize) -> CliResult {
+    let head_type = match args.head_types.as_slice() {
+        [one] => HeadType::from(*one),
+        _ => {
+            return Err(CliError::Usage(
+                "--batched takes one --head-type (its table has no head column)".into(),
+            ))
+        }
+    };
     bitnet_backend::threads::set_num_threads(n_threads);
+    let options = LoadOptions {
+        head_type,
+        ..LoadOptions::default()
+    };
     let mut records = Vec::new();
     for source in sources {
         // The scheduler stops at end-of-generation tokens, so it needs the vocabulary.
-        let model = source.load(&LoadOptions::default())?;
+        let model = source.load(&options)?;
         records.extend(super::bench_batched::run_model(
             &model,
             &source.path(),
@@ -380,18 +413,26 @@ pub fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
         .collect()
 }
 
+/// One loaded model under test: what every record of it shares.
+#[derive(Clone, Copy)]
+struct Loaded<'a> {
+    model: &'a BareModel,
+    path: &'a Path,
+    head: HeadType,
+}
+
 /// Runs one test `repetitions` times after a warm-up. With `sampling`, each generated token
 /// is sampled from the previous step's logits (the sampler timed apart) instead of taken from
 /// the fixed list.
 fn measure(
-    model: &BareModel,
-    path: &Path,
+    loaded: &Loaded,
     n_threads: usize,
     n_prompt: usize,
     n_gen: usize,
     repetitions: usize,
     sampling: Option<&SamplingParams>,
 ) -> CliResult<Record> {
+    let Loaded { model, path, head } = *loaded;
     let n_ctx = (n_prompt + n_gen).max(1);
     let weights = model.weights();
     let mut cache = weights.new_cache(n_ctx, KvDtype::F32)?;
@@ -480,6 +521,7 @@ fn measure(
         samples_ns,
         samples_ts,
         weight_bytes_per_token: model.weights().weight_bytes_per_token() as u64,
+        head_type: head.name().to_string(),
         sampling,
     })
 }
@@ -539,9 +581,13 @@ pub fn markdown(records: &[Record]) -> String {
     out.push_str("| model                          |       size |     params | backend    | threads |            test |                  t/s |\n");
     out.push_str("| ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: |\n");
     for r in records {
+        let model = match r.head_type.as_str() {
+            "file" => r.model_type.clone(),
+            head => format!("{}, head {head}", r.model_type),
+        };
         out.push_str(&format!(
             "| {:<30} | {:>10} | {:>10} | {:<10} | {:>7} | {:>15} | {:>20} |\n",
-            r.model_type,
+            model,
             format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64),
             format!("{:.2} B", r.model_n_params as f64 / 1e9),
             match r.backends {
@@ -568,9 +614,10 @@ fn roofline_notes(records: &[Record], rooflines: &[Roofline]) -> String {
         let gb_per_token = r.weight_bytes_per_token as f64 / 1e9;
         let roof_ts = roof.bandwidth_gb_s / gb_per_token;
         out.push_str(&format!(
-            "\n{} with {} threads: {:.1} tok/s × {:.3} GB/token = {:.1} GB/s of {:.1} GB/s measured read bandwidth ({:.0}% of the {:.1} tok/s roofline)",
+            "\n{} with {} threads, head {}: {:.1} tok/s × {:.3} GB/token = {:.1} GB/s of {:.1} GB/s measured read bandwidth ({:.0}% of the {:.1} tok/s roofline)",
             test_name(r),
             r.n_threads,
+            r.head_type,
             r.avg_ts,
             gb_per_token,
             r.avg_ts * gb_per_token,
@@ -578,6 +625,27 @@ fn roofline_notes(records: &[Record], rooflines: &[Roofline]) -> String {
             100.0 * r.avg_ts / roof_ts,
             roof_ts
         ));
+    }
+    for r in records
+        .iter()
+        .filter(|r| r.n_gen > 0 && r.head_type != "file")
+    {
+        let file = records.iter().find(|f| {
+            f.head_type == "file"
+                && f.model_filename == r.model_filename
+                && (f.n_prompt, f.n_gen, f.n_threads) == (r.n_prompt, r.n_gen, r.n_threads)
+        });
+        if let Some(f) = file {
+            out.push_str(&format!(
+                "\n{} with {} threads: head {} is {:.2}× head file ({:.1} vs {:.1} tok/s)",
+                test_name(r),
+                r.n_threads,
+                r.head_type,
+                r.avg_ts / f.avg_ts,
+                r.avg_ts,
+                f.avg_ts
+            ));
+        }
     }
     if !out.is_empty() {
         out.push('\n');
