@@ -480,6 +480,8 @@ pub fn ternary_matmul_q8k_quantized_with(
             // to this task only, so no other thread writes these elements.
             unsafe { std::ptr::copy_nonoverlapping(res.as_ptr(), out.at(at), n_rows) };
         };
+        // Only x86 has the single-token kernel that takes strips before the tile loop.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut s_rest = s0;
         #[cfg(target_arch = "x86_64")]
         if n_tokens == 1 && kind == KernelKind::Avx512Vnni {

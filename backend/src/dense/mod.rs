@@ -310,6 +310,8 @@ enum Acts<'a> {
 /// sequentially from its run's first row to its last, and a stream's prefetches flow from one
 /// row into the next. (Four adjacent rows per call would restart four short streams every
 /// `4 · row_bytes`; that measured 1.3× slower for F16 and 2× slower for Q8_0.)
+// Without x86 kernels every row takes the scalar loop, which needs neither the kernel nor runs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_mut))]
 fn rows_kernel(
     kernel: DenseKernel,
     w: &DenseMatrix<'_>,
