@@ -328,26 +328,23 @@ fn rows_kernel(
         let avx512 = kernel == DenseKernel::Avx512;
         let int512 = avx512 && x86::has_avx512_int();
         // Several tokens (batched decode, prefill logits): on AVX-512, float rows are widened
-        // once for two tokens at a time (same sums, bit for bit).
-        let pair_x = match acts {
-            Acts::Float(x) if avx512 && w.ty != DenseType::Q8_0 => Some(x),
+        // once for up to four tokens, column block by column block (same sums, bit for bit).
+        let many_x = match acts {
+            Acts::Float(x) if avx512 && w.ty != DenseType::Q8_0 && n_tokens > 1 => Some(x),
             _ => None,
         };
+        let mut dots = vec![[0f32; ROW_GROUP]; if many_x.is_some() { n_tokens } else { 0 }];
         for k in 0..run {
             let rs: [usize; ROW_GROUP] = std::array::from_fn(|j| r0 + j * run + k);
             let mut t0 = 0;
-            if let Some(x) = pair_x {
-                let token = |t: usize| &x[t * w.cols..(t + 1) * w.cols];
-                for p in 0..n_tokens / 2 {
-                    let mut dots = [[0f32; ROW_GROUP]; 2];
-                    x86::dot4x2_avx512(w, rs, [token(2 * p), token(2 * p + 1)], &mut dots);
-                    for (t, d) in dots.into_iter().enumerate() {
-                        for (r, dot) in rs.into_iter().zip(d) {
-                            put(2 * p + t, r, dot);
-                        }
+            if let Some(x) = many_x {
+                x86::dot4_tokens_avx512(w, rs, x, &mut dots);
+                for (t, d) in dots.iter().enumerate() {
+                    for (r, &dot) in rs.into_iter().zip(d) {
+                        put(t, r, dot);
                     }
                 }
-                t0 = n_tokens / 2 * 2;
+                t0 = n_tokens;
             }
             for t in t0..n_tokens {
                 let mut dots = [0f32; ROW_GROUP];
@@ -538,28 +535,31 @@ mod tests {
             DenseType::Q4_0,
         ] {
             // 184 columns: the 32-wide loop, a 16-wide step and a scalar tail (quantized types:
-            // whole blocks).
-            let cols = match ty {
-                DenseType::Q8_0 | DenseType::Q4_0 => 160,
-                DenseType::Q6K => 512,
-                _ => 184,
+            // whole blocks). Float types also take 1080 columns and 11 tokens: more than one
+            // column block and token group of the many-token kernel, with partial ones.
+            let shapes: &[(usize, usize)] = match ty {
+                DenseType::Q8_0 | DenseType::Q4_0 => &[(160, 5)],
+                DenseType::Q6K => &[(512, 5)],
+                _ => &[(184, 5), (1080, 11), (40, 2)],
             };
-            let rows = 37;
-            let bytes = encode(ty, &values(rows * cols, 5));
-            let w = DenseMatrix::new(ty, &bytes, rows, cols).unwrap();
-            let n_tokens = 5;
-            let x = values(n_tokens * cols, 6);
-            for kernel in available() {
-                let mut all = vec![0f32; n_tokens * rows];
-                matmul_with(kernel, &w, &x, n_tokens, &mut all).unwrap();
-                for t in 0..n_tokens {
-                    let mut one = vec![0f32; rows];
-                    matmul_with(kernel, &w, &x[t * cols..(t + 1) * cols], 1, &mut one).unwrap();
-                    assert_eq!(
-                        one,
-                        all[t * rows..(t + 1) * rows],
-                        "{kernel:?} {ty:?} token {t}"
-                    );
+            for &(cols, n_tokens) in shapes {
+                let rows = 37;
+                let bytes = encode(ty, &values(rows * cols, 5));
+                let w = DenseMatrix::new(ty, &bytes, rows, cols).unwrap();
+                let x = values(n_tokens * cols, 6);
+                for kernel in available() {
+                    let mut all = vec![0f32; n_tokens * rows];
+                    matmul_with(kernel, &w, &x, n_tokens, &mut all).unwrap();
+                    for t in 0..n_tokens {
+                        let mut one = vec![0f32; rows];
+                        let xt = &x[t * cols..(t + 1) * cols];
+                        matmul_with(kernel, &w, xt, 1, &mut one).unwrap();
+                        assert_eq!(
+                            one,
+                            all[t * rows..(t + 1) * rows],
+                            "{kernel:?} {ty:?} {cols} columns, token {t} of {n_tokens}"
+                        );
+                    }
                 }
             }
         }

@@ -61,22 +61,26 @@ pub(super) fn dot4_avx512(
     }
 }
 
-/// Dot products of rows `r[0..4]` of `w` with two activation vectors `x[0]`, `x[1]` (AVX-512F,
-/// float types only): each weight vector is widened once for both. Every dot product is summed
-/// exactly as [`dot4_avx512`] sums it, so the results are bit-identical to two calls of it.
-pub(super) fn dot4x2_avx512(
+/// Dot products of rows `r[0..4]` of `w` with every token of `x` (`[n_tokens, cols]`; AVX-512F,
+/// float types only): `out[t][j]` is row `r[j]` against token `t`. Every dot product is summed
+/// exactly as [`dot4_avx512`] sums it, so the results are bit-identical to one call per token.
+pub(super) fn dot4_tokens_avx512(
     w: &DenseMatrix<'_>,
     r: [usize; ROW_GROUP],
-    x: [&[f32]; 2],
-    out: &mut [[f32; ROW_GROUP]; 2],
+    x: &[f32],
+    out: &mut [[f32; ROW_GROUP]],
 ) {
     assert!(has_avx512(), "AVX-512F kernel called on a CPU without it");
-    assert!(w.ty != DenseType::Q8_0, "dot4x2 takes float rows only");
-    let rows = row_ptrs(w, r, x[0]);
-    assert_eq!(x[1].len(), x[0].len(), "dense x86 kernel out of bounds");
+    assert!(w.ty != DenseType::Q8_0, "dot4_tokens takes float rows only");
+    assert_eq!(
+        x.len(),
+        out.len() * w.cols,
+        "dense x86 kernel out of bounds"
+    );
+    let rows = row_ptrs(w, r, &x[..w.cols.min(x.len())]);
     // SAFETY: the CPU supports AVX-512F and F16C (checked above); `row_ptrs` checked the rows
-    // and `x[0]` are in bounds, and `x[1]` has the same length.
-    unsafe { float2_avx512(w.ty, rows, x, out) }
+    // are in bounds, and `x` holds `out.len()` tokens of `w.cols` values.
+    unsafe { float_tokens_avx512(w.ty, rows, x, w.cols, out) }
 }
 
 /// Dot products of rows `r[0..4]` of `w` with `x` (AVX2 + FMA + F16C).
@@ -150,52 +154,126 @@ unsafe fn float_avx512(ty: DenseType, rows: [*const u8; 4], x: &[f32], out: &mut
     }
 }
 
-/// [`float_avx512`] for two tokens sharing every weight load (same operations per token).
+/// Columns per block of [`float_tokens_avx512`]: a block of 4 F16 rows (4 KiB) and of
+/// [`TOKEN_GROUP`] tokens' activations (16 KiB) stay in L1 while every token runs over them.
+const COL_BLOCK: usize = 512;
+/// Tokens whose accumulators live (in memory) across the column blocks.
+const TOKEN_GROUP: usize = 8;
+
+/// Accumulators of one token: `[half][row]`, half 0 for the 32-column loop's first 16 columns
+/// (`a` in [`float_avx512`]), half 1 for its second 16 (`b`).
+type TokenAcc = [[__m512; ROW_GROUP]; 2];
+
+/// [`float_avx512`] for many tokens. Four rows against a group of tokens, block of columns by
+/// block of columns, so the rows and activations are read from L1 rather than L2 by every token
+/// after the first; within a block, the tokens run four at a time over one half of the columns
+/// (16 accumulators in registers, each widened weight vector feeding four FMAs). Every lane of
+/// every accumulator sees the same FMAs in the same column order as in [`float_avx512`], and the
+/// tail and the final sums are the same code, so the results are bit-identical to it.
 #[target_feature(enable = "avx512f,f16c")]
-unsafe fn float2_avx512(
+unsafe fn float_tokens_avx512(
     ty: DenseType,
     rows: [*const u8; 4],
-    x: [&[f32]; 2],
-    out: &mut [[f32; 4]; 2],
+    x: &[f32],
+    cols: usize,
+    out: &mut [[f32; 4]],
 ) {
-    let cols = x[0].len();
-    let xp = x.map(|v| v.as_ptr());
-    let mut a = [[_mm512_setzero_ps(); 4]; 2];
-    let mut b = [[_mm512_setzero_ps(); 4]; 2];
-    let mut c = 0;
-    // SAFETY (whole body): as in `float_avx512`, for both activation vectors.
-    unsafe {
-        while c + 32 <= cols {
-            let x0 = xp.map(|p| _mm512_loadu_ps(p.add(c)));
-            let x1 = xp.map(|p| _mm512_loadu_ps(p.add(c + 16)));
+    let main = cols / 32 * 32;
+    for (g, (xg, og)) in x
+        .chunks(TOKEN_GROUP * cols)
+        .zip(out.chunks_mut(TOKEN_GROUP))
+        .enumerate()
+    {
+        let mut acc = [[[_mm512_setzero_ps(); 4]; 2]; TOKEN_GROUP];
+        let n = og.len();
+        let mut c0 = 0;
+        while c0 < main {
+            let c1 = (c0 + COL_BLOCK).min(main);
+            let mut t = 0;
+            while t < n {
+                let q = (n - t).min(4);
+                // Weights come from memory for the first tokens of the first group only.
+                let fetch = g == 0 && t == 0;
+                let xs = xg[t * cols..].as_ptr();
+                let acc = &mut acc[t..t + q];
+                // SAFETY: tokens t..t+q of the group and columns c0..c1 <= cols are in bounds
+                // of `x` and of every row (the caller's contract).
+                unsafe {
+                    match q {
+                        4 => float_tokens_block::<4>(ty, rows, xs, cols, c0, c1, fetch, acc),
+                        3 => float_tokens_block::<3>(ty, rows, xs, cols, c0, c1, fetch, acc),
+                        2 => float_tokens_block::<2>(ty, rows, xs, cols, c0, c1, fetch, acc),
+                        _ => float_tokens_block::<1>(ty, rows, xs, cols, c0, c1, fetch, acc),
+                    }
+                }
+                t += q;
+            }
+            c0 = c1;
+        }
+        for (t, (o, acc)) in og.iter_mut().zip(&acc).enumerate() {
+            let xt = &xg[t * cols..(t + 1) * cols];
+            let [mut a, b] = *acc;
+            let mut c = main;
+            // SAFETY (both blocks): as in `float_avx512`, elements c..c+16 are inside `cols`.
+            if c + 16 <= cols {
+                let x0 = unsafe { _mm512_loadu_ps(xt.as_ptr().add(c)) };
+                for i in 0..4 {
+                    a[i] = _mm512_fmadd_ps(unsafe { load16(ty, rows[i], c) }, x0, a[i]);
+                }
+                c += 16;
+            }
             for i in 0..4 {
-                prefetch(rows[i], c * elem_bytes(ty), 32 * elem_bytes(ty));
-                let w0 = load16(ty, rows[i], c);
-                let w1 = load16(ty, rows[i], c + 16);
-                for t in 0..2 {
-                    a[t][i] = _mm512_fmadd_ps(w0, x0[t], a[t][i]);
-                    b[t][i] = _mm512_fmadd_ps(w1, x1[t], b[t][i]);
+                let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i]));
+                let row = unsafe { std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty)) };
+                s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &xt[c..]);
+                o[i] = s;
+            }
+        }
+    }
+}
+
+/// Columns `c0..c1` (32-column steps) of [`float_tokens_avx512`] for `T` consecutive tokens
+/// starting at `xs` (row stride `cols`): the first 16 columns of every step into half 0, then
+/// the second 16 into half 1. `fetch`: prefetch the rows ahead (the first pass over a block).
+///
+/// # Safety
+/// AVX-512F and F16C present; columns `c0..c1` of the four rows and of `T` tokens readable.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn float_tokens_block<const T: usize>(
+    ty: DenseType,
+    rows: [*const u8; 4],
+    xs: *const f32,
+    cols: usize,
+    c0: usize,
+    c1: usize,
+    fetch: bool,
+    acc: &mut [TokenAcc],
+) {
+    for half in [0, 1] {
+        let mut a: [[__m512; 4]; T] = std::array::from_fn(|t| acc[t][half]);
+        let mut c = c0 + 16 * half;
+        while c < c1 {
+            // SAFETY: elements c..c+16 of every row and token are in bounds (caller).
+            unsafe {
+                if fetch && half == 0 {
+                    for row in rows {
+                        prefetch(row, c * elem_bytes(ty), 32 * elem_bytes(ty));
+                    }
+                }
+                let wv: [__m512; 4] = std::array::from_fn(|i| load16(ty, rows[i], c));
+                for (t, a) in a.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_ps(xs.add(t * cols + c));
+                    for i in 0..4 {
+                        a[i] = _mm512_fmadd_ps(wv[i], xv, a[i]);
+                    }
                 }
             }
             c += 32;
         }
-        if c + 16 <= cols {
-            let x0 = xp.map(|p| _mm512_loadu_ps(p.add(c)));
-            for i in 0..4 {
-                let w0 = load16(ty, rows[i], c);
-                for t in 0..2 {
-                    a[t][i] = _mm512_fmadd_ps(w0, x0[t], a[t][i]);
-                }
-            }
-            c += 16;
-        }
-        for t in 0..2 {
-            for i in 0..4 {
-                let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[t][i], b[t][i]));
-                let row = std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty));
-                s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &x[t][c..]);
-                out[t][i] = s;
-            }
+        for (t, a) in a.into_iter().enumerate() {
+            acc[t][half] = a;
         }
     }
 }
