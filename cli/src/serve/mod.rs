@@ -11,8 +11,9 @@
 //! request may hold. A request joins at the next step; prompts are read in chunks of
 //! `--prefill-chunk` tokens between decode steps, so streams in progress keep receiving tokens.
 //! A request is admitted only when its prompt plus `max_tokens` fits beside what the running
-//! ones may still need (so a request without `max_tokens`, which may fill the context, runs
-//! alone); others wait in a FIFO queue of `--queue` places (default 64), and a request that
+//! ones may still need; a request without `max_tokens` stops at its share of the budget
+//! (`-c` / `--parallel` positions, llama-server's per-slot context), or, when its prompt alone
+//! fills that share, may use the whole context and so runs alone. Others wait in a FIFO queue of `--queue` places (default 64), and a request that
 //! finds it full gets 503. A finished request's tokens stay cached: a new request reuses the
 //! longest cached prefix of its prompt (a chat that resends its history computes only the new
 //! turn; requests with one long system prompt share its pages), reported as
@@ -229,7 +230,13 @@ impl ServeModel {
                 .file_name()
                 .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
         });
-        Ok(Ready::new(loaded.model, model_id, n_ctx, queue))
+        Ok(Ready::new(
+            loaded.model,
+            model_id,
+            n_ctx,
+            self.parallel,
+            queue,
+        ))
     }
 }
 

@@ -38,18 +38,22 @@ pub struct Ready {
     pieces: Pieces,
     model_id: String,
     n_ctx: usize,
+    /// Positions a request without `max_tokens` may fill (llama-server's per-slot context).
+    seq_ctx: usize,
     queue: Queue,
     created: u64,
     next_id: AtomicU64,
 }
 
 impl Ready {
-    pub fn new(model: Model, model_id: String, n_ctx: usize, queue: Queue) -> Self {
+    /// `n_ctx`: the most one request may hold; `n_seq`: the sequences sharing it (`--parallel`).
+    pub fn new(model: Model, model_id: String, n_ctx: usize, n_seq: usize, queue: Queue) -> Self {
         Ready {
             pieces: Pieces::new(model.tokenizer()),
             model,
             model_id,
             n_ctx,
+            seq_ctx: (n_ctx / n_seq.max(1)).max(1),
             queue,
             created: unix_time(),
             next_id: AtomicU64::new(1),
@@ -368,7 +372,10 @@ async fn start(state: AppState, req: Request) -> Result<Response, ApiError> {
     let params = generation_params(
         &req.fields,
         req.prompt.len(),
-        s.n_ctx,
+        Context {
+            n_ctx: s.n_ctx,
+            seq_ctx: s.seq_ctx,
+        },
         req.default_max_tokens,
     )?;
     let stops = req
@@ -432,12 +439,24 @@ async fn start(state: AppState, req: Request) -> Result<Response, ApiError> {
     }
 }
 
+/// The context a request may use.
+#[derive(Clone, Copy)]
+struct Context {
+    /// The most one request may hold.
+    n_ctx: usize,
+    /// Where a request without `max_tokens` stops: the budget's share of one sequence, as in
+    /// llama-server (`-c` / `-np`), so that such requests still run side by side; a prompt that
+    /// already fills its share may use the rest of `n_ctx` (and then runs alone).
+    seq_ctx: usize,
+}
+
 fn generation_params(
     f: &SamplingFields,
     n_prompt: usize,
-    n_ctx: usize,
+    ctx: Context,
     default_max_tokens: Option<u64>,
 ) -> Result<GenerationParams, ApiError> {
+    let n_ctx = ctx.n_ctx;
     if f.n.is_some_and(|n| n != 1) {
         return Err(ApiError::bad_request("only `n` = 1 is supported"));
     }
@@ -463,6 +482,7 @@ fn generation_params(
     let max_tokens = match f.max_tokens.or(default_max_tokens) {
         Some(0) => return Err(ApiError::bad_request("`max_tokens` must be at least 1")),
         Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
+        None if n_prompt < ctx.seq_ctx => ctx.seq_ctx.min(n_ctx) - n_prompt,
         None => room,
     };
     if n_prompt >= n_ctx || max_tokens > room {
@@ -721,7 +741,7 @@ mod tests {
             ..SchedulerConfig::default()
         };
         let queue = Queue::start(&model, config, 4, metrics).unwrap();
-        state.set_ready(Ready::new(model, "tiny".into(), 64, queue));
+        state.set_ready(Ready::new(model, "tiny".into(), 64, 1, queue));
         let (status, body) = run("GET", "/health").await.unwrap();
         assert_eq!((status, &body["status"]), (200, &json!("ok")));
         let (status, body) = run("POST", "/v1/completions").await.unwrap();
@@ -737,5 +757,31 @@ mod tests {
         assert_eq!(status, 503);
         // Cheap read-only endpoints stay up while draining.
         assert_eq!(run("POST", "/tokenize").await.unwrap().0, 200);
+    }
+
+    #[test]
+    fn without_max_tokens_a_request_fills_its_share_of_the_budget() {
+        let fields = |max_tokens: Option<u64>| {
+            serde_json::from_value::<SamplingFields>(json!({ "max_tokens": max_tokens })).unwrap()
+        };
+        let ctx = Context {
+            n_ctx: 8192,
+            seq_ctx: 1024,
+        };
+        let max_new = |max_tokens, n_prompt, default| {
+            generation_params(&fields(max_tokens), n_prompt, ctx, default)
+                .map(|p| p.max_new_tokens)
+                .map_err(|e| e.message)
+        };
+        // One sequence's share (8192 / 8), as llama-server's slots.
+        assert_eq!(max_new(None, 100, None), Ok(924));
+        // A prompt that fills its share may still use the rest of the context.
+        assert_eq!(max_new(None, 1024, None), Ok(7168));
+        assert_eq!(max_new(None, 5000, None), Ok(3192));
+        // Explicit and endpoint defaults are kept as they are.
+        assert_eq!(max_new(Some(3000), 100, None), Ok(3000));
+        assert_eq!(max_new(None, 100, Some(16)), Ok(16));
+        assert!(max_new(Some(9000), 100, None).is_err());
+        assert!(max_new(None, 8192, None).is_err());
     }
 }
