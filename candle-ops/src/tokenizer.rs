@@ -302,9 +302,13 @@ fn value_i32(v: &Value) -> Option<i32> {
 }
 
 /// A text tokenizer plus the special-token facts generation needs.
+///
+/// Cheap to clone: the Hugging Face tokenizer is shared, not copied. Every generation request
+/// holds a clone (its [`crate::TextStreamer`]), and a deep copy of a 128k-token BPE vocabulary
+/// and its merges is about 19 MB (16 requests of `bench --batched -npl 16` held 0.3 GB).
 #[derive(Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Arc<tokenizers::Tokenizer>,
     bos: Option<u32>,
     eos: Option<u32>,
     eot: Option<u32>,
@@ -390,7 +394,7 @@ impl Tokenizer {
             VocabKind::SentencePiece | VocabKind::Llama3Bpe
         ));
         Ok(Self {
-            inner,
+            inner: Arc::new(inner),
             bos,
             eos,
             eot,
@@ -415,7 +419,7 @@ impl Tokenizer {
             &self.inner
         } else {
             self.plain.get_or_init(|| {
-                let mut t = self.inner.clone();
+                let mut t = (*self.inner).clone();
                 t.set_encode_special_tokens(true);
                 t
             })
@@ -775,6 +779,17 @@ mod tests {
             .collect();
         assert_eq!(texts, vec!["hello", "Ġ", "123", "4"]);
         assert_eq!(tok.decode(&ids, true)?, "hello 1234");
+        Ok(())
+    }
+
+    /// Every request of the scheduler holds a clone; a deep copy of a real vocabulary costs
+    /// ~19 MB per request.
+    #[test]
+    fn clones_share_the_vocabulary() -> Result<()> {
+        let tok = Tokenizer::from_metadata(&byte_level_meta(Some("llama-bpe")), "llama")?;
+        let copy = tok.clone();
+        assert!(std::ptr::eq(tok.inner(), copy.inner()));
+        assert_eq!(copy.encode("hello", false)?, tok.encode("hello", false)?);
         Ok(())
     }
 

@@ -489,7 +489,7 @@ impl ModelWeights {
         work: &mut Work,
     ) -> Result<Vec<f32>> {
         let tokens: Vec<u32> = rows.iter().map(|&i| batch.tokens()[i]).collect();
-        let mut x = rows::tensor_rows(&self.token_embd.lookup(&tokens)?)?;
+        let mut x = self.token_embd.lookup_rows(&tokens)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let mut step = Step {
                 layer,

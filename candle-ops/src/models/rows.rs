@@ -101,15 +101,15 @@ pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
         .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
 }
 
-/// The rows of an f32 `[n, width]` tensor (copied out).
-pub(crate) fn tensor_rows(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The rows of an f32 `[n, width]` tensor (copied out).
+    fn tensor_rows(t: &Tensor) -> Result<Vec<f32>> {
+        Ok(t.flatten_all()?.to_vec1::<f32>()?)
+    }
 
     /// An f32 `[n_rows, width]` tensor holding `rows`.
     fn rows_tensor(rows: Vec<f32>, width: usize) -> Result<Tensor> {
