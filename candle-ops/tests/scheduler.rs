@@ -52,6 +52,7 @@ fn config(n_seq_max: usize, n_ctx: usize) -> SchedulerConfig {
         prefill_chunk: 32,
         kv_dtype: KvDtype::F32,
         prefix_reuse: true,
+        resident_kv: false,
     }
 }
 

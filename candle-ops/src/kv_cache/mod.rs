@@ -197,6 +197,16 @@ impl KvCache {
         self
     }
 
+    /// Makes the whole budget resident now, as llama.cpp's cache is from its creation, so that
+    /// memory use stays flat as sequences grow (a server then fails at start, not under load,
+    /// when the budget does not fit in memory). Otherwise a CPU page's memory is mapped in when
+    /// it is first written. Does nothing for a cache on another device.
+    pub fn make_resident(&mut self) {
+        if let Memory::Pages(store) = &mut self.memory {
+            store.make_resident();
+        }
+    }
+
     /// The position budget shared by all sequences.
     pub fn capacity(&self) -> usize {
         self.n_ctx
@@ -477,6 +487,30 @@ impl<'a> Paged<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resident memory of this process, from /proc (Linux).
+    #[cfg(target_os = "linux")]
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_resident_cache_maps_its_whole_budget_in_at_once() -> Result<()> {
+        // 2 layers x (keys + values) x 4 heads x 64 dims x 4096 positions x 4 bytes = 16 MiB.
+        let mut cache = KvCache::with_sequences(2, 4, 64, 4096, 2, KvDtype::F32, &Device::Cpu)?;
+        let before = rss_bytes();
+        cache.make_resident();
+        let grown = rss_bytes().saturating_sub(before);
+        assert!(
+            grown >= 15 << 20,
+            "RSS grew by {grown} bytes, expected 16 MiB"
+        );
+        assert_eq!(cache.pages_in_use(), 0, "no page is taken by a sequence");
+        Ok(())
+    }
 
     fn key(view: &KvHead<'_>, pos: usize, c: usize) -> f32 {
         let at = view.pages[pos / PAGE] as usize * view.page_stride + view.head_offset;

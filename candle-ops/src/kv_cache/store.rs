@@ -41,6 +41,16 @@ impl<T: bytemuck::Pod> Zeroed<T> {
     }
 }
 
+impl<T: bytemuck::Pod> Zeroed<T> {
+    /// Maps every page of the buffer in now (by writing a zero to each), instead of at its first
+    /// use.
+    fn make_resident(&mut self) {
+        for page in self.map.chunks_mut(4096) {
+            page[0] = 0;
+        }
+    }
+}
+
 impl<T: bytemuck::Pod> Deref for Zeroed<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
@@ -75,6 +85,13 @@ impl Buf {
             KvDtype::F32 => Buf::F32(Zeroed::new(n)?),
             KvDtype::F16 => Buf::F16(Zeroed::new(n)?),
         })
+    }
+
+    fn make_resident(&mut self) {
+        match self {
+            Buf::F32(b) => b.make_resident(),
+            Buf::F16(b) => b.make_resident(),
+        }
     }
 
     fn set(&mut self, i: usize, v: f32) {
@@ -147,6 +164,13 @@ impl PageStore {
 
     pub(crate) fn dtype(&self) -> KvDtype {
         self.dtype
+    }
+
+    /// Maps the memory of every page in now (see [`super::KvCache::make_resident`]).
+    pub(crate) fn make_resident(&mut self) {
+        for b in self.keys.iter_mut().chain(&mut self.values) {
+            b.make_resident();
+        }
     }
 
     pub(crate) fn n_layer(&self) -> usize {

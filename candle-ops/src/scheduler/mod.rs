@@ -105,6 +105,9 @@ pub struct SchedulerConfig {
     pub kv_dtype: KvDtype,
     /// Reuse cached prompt prefixes (see the module docs); `false` computes every prompt in full.
     pub prefix_reuse: bool,
+    /// Map the whole KV budget's memory in at creation ([`KvCache::make_resident`]), as a server
+    /// wants; `false` maps pages in as they are first used.
+    pub resident_kv: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -116,6 +119,7 @@ impl Default for SchedulerConfig {
             prefill_chunk: 256,
             kv_dtype: KvDtype::F32,
             prefix_reuse: true,
+            resident_kv: false,
         }
     }
 }
@@ -173,10 +177,13 @@ impl BatchGenerator {
                 config.n_batch, config.n_seq_max
             )));
         }
-        let cache =
+        let mut cache =
             model
                 .weights()
                 .new_multi_cache(config.n_ctx, config.n_seq_max, config.kv_dtype)?;
+        if config.resident_kv {
+            cache.make_resident();
+        }
         Ok(Self {
             model: model.clone(),
             slots: vec![Slot::default(); config.n_seq_max],

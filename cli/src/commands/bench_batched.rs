@@ -108,6 +108,7 @@ fn config(n_seq_max: usize, n_ctx: usize, n_batch: usize) -> SchedulerConfig {
         prefill_chunk: n_batch.max(n_seq_max),
         kv_dtype: KvDtype::F32,
         prefix_reuse: true,
+        resident_kv: false,
     }
 }
 

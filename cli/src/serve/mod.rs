@@ -220,6 +220,9 @@ impl ServeModel {
             prefill_chunk: self.prefill_chunk.min(self.batch_size),
             kv_dtype: self.model.cache_type.into(),
             prefix_reuse: true,
+            // The whole -c budget is taken at start, as llama-server does: memory use stays
+            // flat under load, and a budget that does not fit fails here, not mid-stream.
+            resident_kv: true,
         };
         let queue = engine::Queue::start(&loaded.model, config, self.queue, metrics)?;
         // The most one request may hold: the budget, within the model's context.
