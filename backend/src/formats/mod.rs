@@ -10,10 +10,14 @@
 pub mod hf_packed;
 pub mod i2s;
 pub mod q4_0;
+#[cfg(target_arch = "x86_64")]
+mod q4_0_x86;
 pub mod q6_k;
 #[cfg(target_arch = "x86_64")]
 mod q6_k_x86;
 pub mod q8_0;
+#[cfg(target_arch = "x86_64")]
+mod q8_0_x86;
 pub mod ternarize;
 pub mod tq1_0;
 pub mod tq2_0;
@@ -37,7 +41,19 @@ pub(crate) fn check_ternary(format: &'static str, values: &[i8]) -> Result<()> {
 
 /// Checks a float input has no NaN or infinity (ggml's reference quantizers are undefined there).
 pub(crate) fn check_finite(format: &'static str, x: &[f32]) -> Result<()> {
-    match x.iter().position(|v| !v.is_finite()) {
+    // Whole chunks without an early exit per value, so the compiler vectorizes the scan (it
+    // runs over every value of an LM head quantized at load).
+    const CHUNK: usize = 256;
+    let all_finite = |c: &[f32]| c.iter().fold(true, |ok, v| ok & v.is_finite());
+    let Some(chunk) = x.chunks(CHUNK).position(|c| !all_finite(c)) else {
+        return Ok(());
+    };
+    match x
+        .iter()
+        .skip(chunk * CHUNK)
+        .position(|v| !v.is_finite())
+        .map(|i| i + chunk * CHUNK)
+    {
         None => Ok(()),
         Some(i) => Err(Error::format(
             format,
@@ -67,5 +83,63 @@ pub(crate) fn check_len(format: &'static str, what: &str, got: usize, want: usiz
             format,
             format!("{what} is {got} bytes, expected {want}"),
         ))
+    }
+}
+
+/// Float inputs for comparing a vector quantizer with its scalar reference.
+#[cfg(test)]
+pub(crate) mod awkward {
+    /// `n_blocks` blocks of `block` values, each block of one kind the quantizers branch or
+    /// round on: all zero (both signs), exact ties (halves with the largest magnitude 127 or
+    /// -8, so the scale is 1), subnormal and borderline-tiny magnitudes (scales whose
+    /// reciprocal overflows, with zeros among them), huge magnitudes, equal magnitudes of both signs, one lone value,
+    /// f16-valued and plain uniform noise.
+    pub(crate) fn blocks(n_blocks: usize, block: usize) -> Vec<f32> {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        let mut x = Vec::with_capacity(n_blocks * block);
+        for b in 0..n_blocks {
+            let kind = b % 14;
+            for i in 0..block {
+                let r = rnd();
+                x.push(match kind {
+                    0 => 0.0,
+                    1 => {
+                        if r < 0.0 {
+                            -0.0
+                        } else {
+                            0.0
+                        }
+                    }
+                    2 if i == block / 3 => 127.0,
+                    3 if i == block / 2 => -8.0,
+                    2 => (r * 120.0).trunc() + 0.5f32.copysign(r),
+                    3 => (r * 7.0).trunc() + 0.5f32.copysign(r),
+                    4 | 5 if i % 4 == 1 => 0.0,
+                    4 => r * 1e-40,
+                    5 => r * 1e-44,
+                    6 => r * 3e-39,
+                    7 => r * 3e38,
+                    8 => {
+                        if r < 0.0 {
+                            -0.75
+                        } else {
+                            0.75
+                        }
+                    }
+                    9 if i == (b * 7) % block => r,
+                    9 => 0.0,
+                    10 => half::f16::from_f32(r * 0.05).to_f32(),
+                    11 => r * 1e-30,
+                    _ => r,
+                });
+            }
+        }
+        x
     }
 }

@@ -32,6 +32,18 @@ pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
     check_multiple(FORMAT, x.len(), BLOCK)?;
     check_finite(FORMAT, x)?;
     check_len(FORMAT, "output", out.len(), packed_size(x.len()))?;
+    #[cfg(target_arch = "x86_64")]
+    if super::q4_0_x86::available() {
+        // SAFETY: the CPU has the features `available` checks; lengths checked above.
+        unsafe { super::q4_0_x86::quantize_blocks(x, out) };
+        return Ok(());
+    }
+    quantize_blocks_scalar(x, out);
+    Ok(())
+}
+
+/// The reference loop over whole blocks (lengths already checked).
+fn quantize_blocks_scalar(x: &[f32], out: &mut [u8]) {
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
         for &v in xb {
@@ -49,7 +61,6 @@ pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
             ob[2 + j] = nibble(xb[j]) | nibble(xb[j + BLOCK / 2]) << 4;
         }
     }
-    Ok(())
 }
 
 /// Dequantizes exactly as ggml's `dequantize_row_q4_0`: `x = (nibble - 8) * d`.
@@ -111,5 +122,21 @@ mod tests {
         let q = quantize(&x).unwrap();
         assert_eq!(f16::from_le_bytes([q[0], q[1]]).to_f32(), -0.5);
         assert!(quantize(&[0.0; 33]).is_err());
+    }
+
+    #[test]
+    fn every_path_gives_the_scalar_bytes() {
+        let x = crate::formats::awkward::blocks(14 * 64, BLOCK);
+        let mut want = vec![0u8; packed_size(x.len())];
+        quantize_blocks_scalar(&x, &mut want);
+        let mut got = vec![0xAAu8; want.len()];
+        quantize_into(&x, &mut got).unwrap();
+        for (b, (g, w)) in got
+            .chunks(BLOCK_BYTES)
+            .zip(want.chunks(BLOCK_BYTES))
+            .enumerate()
+        {
+            assert_eq!(g, w, "block {b}: {:?}", &x[b * BLOCK..(b + 1) * BLOCK]);
+        }
     }
 }

@@ -90,16 +90,55 @@ pub(crate) fn trial_numerator(nmax: i32, is: i32) -> f32 {
     -(nmax as f32 + 0.1 * is as f32)
 }
 
+/// Which implementation computes the per-value loops: the fastest this CPU has, or the scalar
+/// reference (tests compare the two).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Fastest,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Scalar,
+}
+
+/// Whether `path` runs the vector implementation on this CPU.
+#[cfg(target_arch = "x86_64")]
+fn simd(path: Path) -> bool {
+    path == Path::Fastest && super::q6_k_x86::available()
+}
+
 /// The scales of one super-block's 16 sub-blocks and their codes (`make_qx_quants` with
-/// `nmax = 32` on each), computed by the fastest path this CPU has (all give the same bits).
-fn sub_block_scales(xb: &[f32], scales: &mut [f32; BLOCK / SUB], l: &mut [u8; BLOCK]) {
+/// `nmax = 32` on each), computed by `path` (all give the same bits).
+fn sub_block_scales(path: Path, xb: &[f32], scales: &mut [f32; BLOCK / SUB], l: &mut [u8; BLOCK]) {
     #[cfg(target_arch = "x86_64")]
-    if super::q6_k_x86::available() {
+    if simd(path) {
         // SAFETY: the CPU has the features `available` checks; `xb` holds one super-block.
         unsafe { super::q6_k_x86::sub_block_scales(xb, scales, l) };
         return;
     }
+    let _ = path;
     sub_block_scales_scalar(xb, scales, l);
+}
+
+/// The final codes `clamp(nearest_int(x / d), -32, 31) + 32` of every sub-block `j` whose
+/// `d = d_super · sc[j]` is not zero (the others keep their `make_qx_quants` codes).
+fn final_codes(path: Path, xb: &[f32], d_super: f32, sc: &[u8], l: &mut [u8; BLOCK]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd(path) {
+        // SAFETY: the CPU has the features `available` checks; `xb` holds one super-block and
+        // `sc` its 16 scales.
+        unsafe { super::q6_k_x86::final_codes(xb, d_super, sc, l) };
+        return;
+    }
+    let _ = path;
+    for j in 0..BLOCK / SUB {
+        let d = d_super * (sc[j] as i8) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for ii in 0..SUB {
+            let q = nearest_int(xb[SUB * j + ii] / d).clamp(-32, 31);
+            l[SUB * j + ii] = (q + 32) as u8;
+        }
+    }
 }
 
 fn sub_block_scales_scalar(xb: &[f32], scales: &mut [f32; BLOCK / SUB], l: &mut [u8; BLOCK]) {
@@ -121,12 +160,10 @@ pub fn quantize(x: &[f32]) -> Result<Vec<u8>> {
 
 /// [`quantize`] into `out` (exactly [`packed_size`]`(x.len())` bytes).
 pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
-    quantize_into_with(x, out, sub_block_scales)
+    quantize_into_with(x, out, Path::Fastest)
 }
 
-type SubBlockScales = fn(&[f32], &mut [f32; BLOCK / SUB], &mut [u8; BLOCK]);
-
-fn quantize_into_with(x: &[f32], out: &mut [u8], sub_scales: SubBlockScales) -> Result<()> {
+fn quantize_into_with(x: &[f32], out: &mut [u8], path: Path) -> Result<()> {
     check_multiple(FORMAT, x.len(), BLOCK)?;
     check_finite(FORMAT, x)?;
     check_len(FORMAT, "output", out.len(), packed_size(x.len()))?;
@@ -134,7 +171,7 @@ fn quantize_into_with(x: &[f32], out: &mut [u8], sub_scales: SubBlockScales) -> 
     let mut scales = [0.0f32; BLOCK / SUB];
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         ob.fill(0);
-        sub_scales(xb, &mut scales, &mut l);
+        sub_block_scales(path, xb, &mut scales, &mut l);
         let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
         for s in &scales {
             if s.abs() > max_abs_scale {
@@ -154,16 +191,7 @@ fn quantize_into_with(x: &[f32], out: &mut [u8], sub_scales: SubBlockScales) -> 
         for (o, s) in sc.iter_mut().zip(&scales) {
             *o = nearest_int(iscale * s).min(127) as i8 as u8;
         }
-        for j in 0..BLOCK / SUB {
-            let d = d16.to_f32() * (sc[j] as i8) as f32;
-            if d == 0.0 {
-                continue;
-            }
-            for ii in 0..SUB {
-                let q = nearest_int(xb[SUB * j + ii] / d).clamp(-32, 31);
-                l[SUB * j + ii] = (q + 32) as u8;
-            }
-        }
+        final_codes(path, xb, d16.to_f32(), sc, &mut l);
         pack(&l, ql, qh);
     }
     Ok(())
@@ -303,9 +331,10 @@ mod tests {
 
     #[test]
     fn every_path_gives_the_scalar_bytes() {
-        let x = awkward_inputs(96);
+        let mut x = awkward_inputs(96);
+        x.extend(crate::formats::awkward::blocks(14 * 4, BLOCK));
         let mut want = vec![0u8; packed_size(x.len())];
-        quantize_into_with(&x, &mut want, sub_block_scales_scalar).unwrap();
+        quantize_into_with(&x, &mut want, Path::Scalar).unwrap();
         let mut got = vec![0xAAu8; want.len()];
         quantize_into(&x, &mut got).unwrap();
         assert_eq!(got, want);

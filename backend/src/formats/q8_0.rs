@@ -31,6 +31,18 @@ pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
     check_multiple(FORMAT, x.len(), BLOCK)?;
     check_finite(FORMAT, x)?;
     check_len(FORMAT, "output", out.len(), packed_size(x.len()))?;
+    #[cfg(target_arch = "x86_64")]
+    if super::q8_0_x86::available() {
+        // SAFETY: the CPU has the features `available` checks; lengths checked above.
+        unsafe { super::q8_0_x86::quantize_blocks(x, out) };
+        return Ok(());
+    }
+    quantize_blocks_scalar(x, out);
+    Ok(())
+}
+
+/// The reference loop over whole blocks (lengths already checked).
+fn quantize_blocks_scalar(x: &[f32], out: &mut [u8]) {
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -41,7 +53,6 @@ pub fn quantize_into(x: &[f32], out: &mut [u8]) -> Result<()> {
             *o = (v * id).round() as i8 as u8;
         }
     }
-    Ok(())
 }
 
 /// Dequantizes exactly as ggml's `dequantize_row_q8_0`: `x = q * d`.
@@ -84,5 +95,21 @@ mod tests {
         assert!(quantize(&[1.0; 31]).is_err());
         assert!(quantize(&[f32::NAN; 32]).is_err());
         assert!(dequantize(&q[..33], 64).is_err());
+    }
+
+    #[test]
+    fn every_path_gives_the_scalar_bytes() {
+        let x = crate::formats::awkward::blocks(14 * 64, BLOCK);
+        let mut want = vec![0u8; packed_size(x.len())];
+        quantize_blocks_scalar(&x, &mut want);
+        let mut got = vec![0xAAu8; want.len()];
+        quantize_into(&x, &mut got).unwrap();
+        for (b, (g, w)) in got
+            .chunks(BLOCK_BYTES)
+            .zip(want.chunks(BLOCK_BYTES))
+            .enumerate()
+        {
+            assert_eq!(g, w, "block {b}: {:?}", &x[b * BLOCK..(b + 1) * BLOCK]);
+        }
     }
 }

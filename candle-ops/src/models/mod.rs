@@ -152,29 +152,40 @@ impl ModelWeights {
     /// projections are loaded.
     fn from_source(
         config: ModelConfig,
-        l: &dyn WeightSource,
+        l: &(dyn WeightSource + Sync),
         max_context: Option<usize>,
         head_type: HeadType,
     ) -> Result<Self> {
         let (v, e) = (config.n_vocab, config.n_embd);
         let token_embd = l.dense("token_embd.weight", v, e)?;
-        let blocks = match config.arch {
-            Architecture::BitNetB158 => block::load_blocks(l, &config, bitnet_b158::BLOCK)?,
-            Architecture::BitNet => block::load_blocks(l, &config, bitnet::BLOCK)?,
-            Architecture::LlamaTernary => block::load_blocks(l, &config, llama_ternary::BLOCK)?,
-        };
         // A separate output matrix, when the file has one, is the LM head (bitnet.cpp loads it
         // and then uses token_embd anyway, which is wrong for untied checkpoints).
         let head_name = match l.has("output.weight") {
             true => "output.weight",
             false => "token_embd.weight",
         };
-        let output = match (head_type.dense_type(), head_name) {
+        // A head quantized from streamed rows is made on a second thread while the blocks
+        // load: loading the projections leaves a core mostly idle, and the quantization (the
+        // most work of the whole load) fills it.
+        let (blocks, streamed) = std::thread::scope(|s| {
+            let head = head_type
+                .dense_type()
+                .map(|ty| s.spawn(move || l.quantized_dense(head_name, v, e, ty)));
+            let blocks = match config.arch {
+                Architecture::BitNetB158 => block::load_blocks(l, &config, bitnet_b158::BLOCK),
+                Architecture::BitNet => block::load_blocks(l, &config, bitnet::BLOCK),
+                Architecture::LlamaTernary => block::load_blocks(l, &config, llama_ternary::BLOCK),
+            };
+            let streamed = head.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            (blocks, streamed)
+        });
+        let blocks = blocks?;
+        let output = match (streamed.zip(head_type.dense_type()), head_name) {
             (None, "output.weight") => l.dense(head_name, v, e)?,
             (None, _) => token_embd.clone(),
             // Sources that cannot stream rows quantize the table they hold (a tied head: the
             // embedding already in memory, not a second copy of it).
-            (Some(ty), _) => match l.quantized_dense(head_name, v, e, ty)? {
+            (Some((streamed, ty)), _) => match streamed? {
                 Some(head) => head,
                 None if head_name == "output.weight" => {
                     head::quantize_table(&l.dense(head_name, v, e)?, ty)?
