@@ -226,8 +226,7 @@ unsafe fn float_tokens_avx512(
                 let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i]));
                 // An empty tail's sum is -0.0, which adds nothing: skipping it is exact.
                 if c < cols {
-                    let row =
-                        unsafe { std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty)) };
+                    let row = unsafe { std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty)) };
                     s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &xt[c..]);
                 }
                 o[i] = s;
