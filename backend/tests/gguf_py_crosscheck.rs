@@ -1,6 +1,7 @@
 //! Cross-checks against gguf-py (PyPI `gguf` 0.19.0), an independent GGUF implementation:
 //! files it writes are read identically by ours, files we write are read identically by it,
-//! and its numpy TQ1_0/TQ2_0 (de)quantizers agree with ours bit for bit.
+//! and its numpy TQ1_0, TQ2_0, Q8_0 and Q4_0 (de)quantizers and its Q6_K dequantizer agree with
+//! ours bit for bit.
 //!
 //! Needs a Python with `gguf==0.19.0` and numpy: `$BITNET_PYTHON`, else `<workspace>/.venv/bin/python`.
 //! Create it with `bash tests/setup-python.sh`. Without it these tests fail; they never skip.
@@ -13,7 +14,7 @@ use std::process::Command;
 
 use gguf_python::{python, workspace_root};
 
-use bitnet_backend::formats::{tq1_0, tq2_0};
+use bitnet_backend::formats::{q4_0, q6_k, q8_0, tq1_0, tq2_0};
 use bitnet_backend::gguf::{GgmlType, GgufFile, GgufWriter, Value, ValueType};
 use serde_json::{json, Value as Json};
 
@@ -230,18 +231,26 @@ type Quantize = fn(&[f32]) -> bitnet_backend::Result<Vec<u8>>;
 type Dequantize = fn(&[u8], usize) -> bitnet_backend::Result<Vec<f32>>;
 
 #[test]
-fn tq_blocks_match_gguf_py_quants_both_ways() {
+fn blocks_match_gguf_py_quants_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.json");
     run_script("quant_vectors.py", &[&path]);
     let all = read_json(&path);
-    let impls: [(&str, Quantize, Dequantize); 2] = [
-        ("TQ1_0", tq1_0::quantize, tq1_0::dequantize),
-        ("TQ2_0", tq2_0::quantize, tq2_0::dequantize),
+    // gguf-py quantizes every type here but Q6_K (whose blocks are still compared dequantized).
+    let impls: [(&str, Quantize, Dequantize, bool); 5] = [
+        ("TQ1_0", tq1_0::quantize, tq1_0::dequantize, true),
+        ("TQ2_0", tq2_0::quantize, tq2_0::dequantize, true),
+        ("Q8_0", q8_0::quantize, q8_0::dequantize, true),
+        ("Q4_0", q4_0::quantize, q4_0::dequantize, true),
+        ("Q6_K", q6_k::quantize, q6_k::dequantize, false),
     ];
-    for (name, quantize, dequantize) in impls {
+    for (name, quantize, dequantize, quantized_by_gguf_py) in impls {
         let cases = all[name]["float_cases"].as_array().unwrap();
-        assert!(cases.len() >= 5);
+        assert_eq!(
+            cases.len() >= 5,
+            quantized_by_gguf_py,
+            "{name}: float cases"
+        );
         for c in cases {
             let label = format!("{name} {}", c["case"]);
             let n = c["n"].as_u64().unwrap() as usize;

@@ -1,4 +1,6 @@
-"""TQ1_0 / TQ2_0 block vectors from gguf-py's numpy (de)quantizers (gguf.quants).
+"""Block vectors from gguf-py's numpy (de)quantizers (gguf.quants): TQ1_0, TQ2_0, and the LM
+head types Q8_0, Q4_0 (quantized and dequantized) and Q6_K (dequantized only: gguf-py has no
+Q6_K quantizer).
 
 Usage: quant_vectors.py OUT.json
 
@@ -34,21 +36,36 @@ def float_inputs(rng):
     return cases
 
 
-def byte_cases(rng, qtype, n_blocks):
+def byte_cases(rng, qtype, n_blocks, scale_first):
+    """Random blocks whose f16 scale (first or last two bytes) is finite."""
     block, size = GGML_QUANT_SIZES[qtype]
     raw = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
-    scales = rng.standard_normal(n_blocks).astype(np.float16)
-    raw[:, size - 2 :] = scales.view(np.uint8).reshape(n_blocks, 2)
-    return raw.reshape(-1)
+    scales = rng.standard_normal(n_blocks).astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
+    if scale_first:
+        raw[:, :2] = scales
+    else:
+        raw[:, size - 2 :] = scales
+    return raw.reshape(-1), n_blocks * block
+
+
+# (name, type, gguf-py quantizes it, the f16 scale leads the block)
+TYPES = (
+    ("TQ1_0", Q.TQ1_0, True, False),
+    ("TQ2_0", Q.TQ2_0, True, False),
+    ("Q8_0", Q.Q8_0, True, True),
+    ("Q4_0", Q.Q4_0, True, True),
+    ("Q6_K", Q.Q6_K, False, False),
+)
 
 
 def main(path):
     rng = np.random.default_rng(20240905)
     out = {}
-    for name, qtype in (("TQ1_0", Q.TQ1_0), ("TQ2_0", Q.TQ2_0)):
+    for name, qtype, quantizes, scale_first in TYPES:
+        block, _ = GGML_QUANT_SIZES[qtype]
         floats = []
-        for case, x in float_inputs(rng).items():
-            q = quantize(x.reshape(-1, 256), qtype).reshape(-1)
+        for case, x in float_inputs(rng).items() if quantizes else ():
+            q = quantize(x.reshape(-1, block), qtype).reshape(-1)
             dq = dequantize(q, qtype).astype("<f4").reshape(-1)
             floats.append(
                 {
@@ -59,11 +76,11 @@ def main(path):
                     "dequantized": dq.tobytes().hex(),
                 }
             )
-        raw = byte_cases(rng, qtype, 16)
+        raw, n = byte_cases(rng, qtype, 16, scale_first)
         dq = dequantize(raw, qtype).astype("<f4").reshape(-1)
         out[name] = {
             "float_cases": floats,
-            "byte_cases": [{"n": 16 * 256, "bytes": raw.tobytes().hex(), "dequantized": dq.tobytes().hex()}],
+            "byte_cases": [{"n": n, "bytes": raw.tobytes().hex(), "dequantized": dq.tobytes().hex()}],
         }
     with open(path, "w") as f:
         json.dump(out, f)
