@@ -336,7 +336,6 @@ fn rows_kernel(
         let mut dots = vec![[0f32; ROW_GROUP]; if many_x.is_some() { n_tokens } else { 0 }];
         for k in 0..run {
             let rs: [usize; ROW_GROUP] = std::array::from_fn(|j| r0 + j * run + k);
-            let mut t0 = 0;
             if let Some(x) = many_x {
                 x86::dot4_tokens_avx512(w, rs, x, &mut dots);
                 for (t, d) in dots.iter().enumerate() {
@@ -344,9 +343,9 @@ fn rows_kernel(
                         put(t, r, dot);
                     }
                 }
-                t0 = n_tokens;
+                continue;
             }
-            for t in t0..n_tokens {
+            for t in 0..n_tokens {
                 let mut dots = [0f32; ROW_GROUP];
                 match acts {
                     Acts::Float(x) => {

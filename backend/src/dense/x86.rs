@@ -138,19 +138,44 @@ unsafe fn float_avx512(ty: DenseType, rows: [*const u8; 4], x: &[f32], out: &mut
             }
             c += 32;
         }
+        *out = float_finish(ty, rows, x, c, [a, b]);
+    }
+}
+
+/// The end of [`float_avx512`] (and of [`float_tokens_avx512`], which must match it bit for
+/// bit): from column `c`, one more 16-column step into the first accumulators when it fits,
+/// the two accumulators summed, then the scalar tail.
+///
+/// # Safety
+/// AVX-512F and F16C present; the four rows hold `x.len()` values.
+#[inline]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn float_finish(
+    ty: DenseType,
+    rows: [*const u8; 4],
+    x: &[f32],
+    mut c: usize,
+    [mut a, b]: [[__m512; 4]; 2],
+) -> [f32; 4] {
+    let cols = x.len();
+    // SAFETY (whole body): elements c..c+16 (when they fit) and c..cols are inside the rows.
+    unsafe {
         if c + 16 <= cols {
-            let x0 = _mm512_loadu_ps(xp.add(c));
+            let x0 = _mm512_loadu_ps(x.as_ptr().add(c));
             for i in 0..4 {
                 a[i] = _mm512_fmadd_ps(load16(ty, rows[i], c), x0, a[i]);
             }
             c += 16;
         }
-        for i in 0..4 {
-            let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i]));
+        std::array::from_fn(|i| {
+            let s = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i]));
+            // An empty tail's sum is -0.0, which adds nothing: skipping it is exact.
+            if c == cols {
+                return s;
+            }
             let row = std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty));
-            s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &x[c..]);
-            out[i] = s;
-        }
+            s + super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &x[c..])
+        })
     }
 }
 
@@ -211,26 +236,8 @@ unsafe fn float_tokens_avx512(
             c0 = c1;
         }
         for (t, (o, acc)) in og.iter_mut().zip(&acc).enumerate() {
-            let xt = &xg[t * cols..(t + 1) * cols];
-            let [mut a, b] = *acc;
-            let mut c = main;
-            // SAFETY (both blocks): as in `float_avx512`, elements c..c+16 are inside `cols`.
-            if c + 16 <= cols {
-                let x0 = unsafe { _mm512_loadu_ps(xt.as_ptr().add(c)) };
-                for i in 0..4 {
-                    a[i] = _mm512_fmadd_ps(unsafe { load16(ty, rows[i], c) }, x0, a[i]);
-                }
-                c += 16;
-            }
-            for i in 0..4 {
-                let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i]));
-                // An empty tail's sum is -0.0, which adds nothing: skipping it is exact.
-                if c < cols {
-                    let row = unsafe { std::slice::from_raw_parts(rows[i], cols * elem_bytes(ty)) };
-                    s += super::scalar::dot_row(ty, &row[c * elem_bytes(ty)..], &xt[c..]);
-                }
-                o[i] = s;
-            }
+            // SAFETY: token t's `cols` values, and the rows hold as many (caller).
+            *o = unsafe { float_finish(ty, rows, &xg[t * cols..(t + 1) * cols], main, *acc) };
         }
     }
 }
