@@ -95,13 +95,7 @@ pub(crate) mod awkward {
     /// reciprocal overflows, with zeros among them), huge magnitudes, equal magnitudes of both signs, one lone value,
     /// f16-valued and plain uniform noise.
     pub(crate) fn blocks(n_blocks: usize, block: usize) -> Vec<f32> {
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        };
+        let mut rnd = uniform(0x2545_f491_4f6c_dd1d);
         let mut x = Vec::with_capacity(n_blocks * block);
         for b in 0..n_blocks {
             let kind = b % 14;
@@ -141,5 +135,37 @@ pub(crate) mod awkward {
             }
         }
         x
+    }
+
+    /// A xorshift generator of floats in [-1, 1) (a fixed sequence per seed).
+    pub(crate) fn uniform(mut s: u64) -> impl FnMut() -> f32 {
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// Asserts that `quantize_into` (the fastest path this CPU has) writes the bytes of the
+    /// scalar reference `scalar` for [`blocks`] of `block` values, block by block.
+    pub(crate) fn assert_fastest_matches_scalar(
+        block: usize,
+        block_bytes: usize,
+        scalar: fn(&[f32], &mut [u8]),
+        quantize_into: fn(&[f32], &mut [u8]) -> crate::Result<()>,
+    ) {
+        let x = blocks(14 * 64, block);
+        let mut want = vec![0u8; x.len() / block * block_bytes];
+        scalar(&x, &mut want);
+        let mut got = vec![0xAAu8; want.len()];
+        quantize_into(&x, &mut got).unwrap();
+        for (b, (g, w)) in got
+            .chunks(block_bytes)
+            .zip(want.chunks(block_bytes))
+            .enumerate()
+        {
+            assert_eq!(g, w, "block {b}: {:?}", &x[b * block..(b + 1) * block]);
+        }
     }
 }

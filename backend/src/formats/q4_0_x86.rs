@@ -12,14 +12,11 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::q4_0::{BLOCK, BLOCK_BYTES};
-use super::q8_0_x86::saturate_i8;
+use super::q8_0_x86::{load_block, saturate_i8, TRUNC};
 
 pub(super) fn available() -> bool {
     super::q8_0_x86::available()
 }
-
-/// Truncation toward zero, no exceptions (`_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC`).
-const TRUNC: i32 = 0x0B;
 
 /// `((v·id + 8.5) as i8).min(15)` per lane, as i32.
 #[inline]
@@ -38,13 +35,7 @@ fn nibbles(v: __m512, id: __m512) -> __m512i {
 pub(super) unsafe fn quantize_blocks(x: &[f32], out: &mut [u8]) {
     assert_eq!(x.len() / BLOCK, out.len() / BLOCK_BYTES);
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        // SAFETY: `xb` holds 32 floats.
-        let (a, b) = unsafe {
-            (
-                _mm512_loadu_ps(xb.as_ptr()),
-                _mm512_loadu_ps(xb.as_ptr().add(16)),
-            )
-        };
+        let (a, b) = load_block(xb);
         let (abs_a, abs_b) = (_mm512_abs_ps(a), _mm512_abs_ps(b));
         let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs_a, abs_b));
         // The scalar loop starts from +0.0 and only replaces it on a strictly larger magnitude.

@@ -304,13 +304,7 @@ mod tests {
     /// Sub-blocks of every kind the quantizer branches on: all zero, tiny (below and above
     /// GROUP_MAX_EPS), outliers, exact integers (rounding ties), f16-valued rows, uniform noise.
     fn awkward_inputs(n_blocks: usize) -> Vec<f32> {
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        };
+        let mut rnd = crate::formats::awkward::uniform(0x9e37_79b9_7f4a_7c15);
         (0..n_blocks * BLOCK)
             .map(|i| {
                 let x = rnd();

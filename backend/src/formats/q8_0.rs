@@ -99,17 +99,11 @@ mod tests {
 
     #[test]
     fn every_path_gives_the_scalar_bytes() {
-        let x = crate::formats::awkward::blocks(14 * 64, BLOCK);
-        let mut want = vec![0u8; packed_size(x.len())];
-        quantize_blocks_scalar(&x, &mut want);
-        let mut got = vec![0xAAu8; want.len()];
-        quantize_into(&x, &mut got).unwrap();
-        for (b, (g, w)) in got
-            .chunks(BLOCK_BYTES)
-            .zip(want.chunks(BLOCK_BYTES))
-            .enumerate()
-        {
-            assert_eq!(g, w, "block {b}: {:?}", &x[b * BLOCK..(b + 1) * BLOCK]);
-        }
+        crate::formats::awkward::assert_fastest_matches_scalar(
+            BLOCK,
+            BLOCK_BYTES,
+            quantize_blocks_scalar,
+            quantize_into,
+        );
     }
 }

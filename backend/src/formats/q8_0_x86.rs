@@ -21,7 +21,21 @@ pub(super) fn available() -> bool {
 }
 
 /// Truncation toward zero, no exceptions (`_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC`).
-const TRUNC: i32 = 0x0B;
+pub(super) const TRUNC: i32 = 0x0B;
+
+/// One 32-value block as two registers.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn load_block(xb: &[f32]) -> (__m512, __m512) {
+    assert!(xb.len() >= 32, "a 32-value block");
+    // SAFETY: `xb` holds at least 32 floats.
+    unsafe {
+        (
+            _mm512_loadu_ps(xb.as_ptr()),
+            _mm512_loadu_ps(xb.as_ptr().add(16)),
+        )
+    }
+}
 
 /// `p.round()` (half away from zero) in every lane; NaN and infinities pass through.
 #[inline]
@@ -58,13 +72,7 @@ pub(super) fn saturate_i8(t: __m512) -> __m512i {
 pub(super) unsafe fn quantize_blocks(x: &[f32], out: &mut [u8]) {
     assert_eq!(x.len() / BLOCK, out.len() / BLOCK_BYTES);
     for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        // SAFETY: `xb` holds 32 floats.
-        let (a, b) = unsafe {
-            (
-                _mm512_loadu_ps(xb.as_ptr()),
-                _mm512_loadu_ps(xb.as_ptr().add(16)),
-            )
-        };
+        let (a, b) = load_block(xb);
         let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
