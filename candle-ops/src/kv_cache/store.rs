@@ -39,9 +39,7 @@ impl<T: bytemuck::Pod> Zeroed<T> {
             _values: PhantomData,
         })
     }
-}
 
-impl<T: bytemuck::Pod> Zeroed<T> {
     /// Maps every page of the buffer in now (by writing a zero to each), instead of at its first
     /// use.
     fn make_resident(&mut self) {

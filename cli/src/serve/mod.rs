@@ -13,8 +13,8 @@
 //! A request is admitted only when its prompt plus `max_tokens` fits beside what the running
 //! ones may still need; a request without `max_tokens` stops at its share of the budget
 //! (`-c` / `--parallel` positions, llama-server's per-slot context), or, when its prompt alone
-//! fills that share, may use the whole context and so runs alone. Others wait in a FIFO queue of `--queue` places (default 64), and a request that
-//! finds it full gets 503. A finished request's tokens stay cached: a new request reuses the
+//! fills that share, may use the whole context and so runs alone. Others wait in a FIFO queue
+//! of `--queue` places (default 64), and a request that finds it full gets 503. A finished request's tokens stay cached: a new request reuses the
 //! longest cached prefix of its prompt (a chat that resends its history computes only the new
 //! turn; requests with one long system prompt share its pages), reported as
 //! `usage.prompt_tokens_details.cached_tokens`. A client that disconnects cancels its request
