@@ -7,7 +7,14 @@
 //! values are `[PAGE, head_dim]`, so the weighted sum of values is one `axpy` per position. The
 //! same body is compiled for AVX-512F and for AVX2+FMA (chosen at run time) and portably; only
 //! the summation order differs between them, and within one of them the result does not depend
-//! on where the pages lie or how they are grouped.
+//! on where the pages lie or how they are grouped. Query heads that share a key/value head
+//! (grouped-query attention) are computed in one pass ([`attend_heads`]), each key and value read
+//! once for up to four heads. The AVX-512 path spells its loops out in registers (`x86`), which
+//! LLVM does not do for the portable loops; it performs the AVX2 path's fused operations lane by
+//! lane, so the two give identical results.
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Positions per page of a paged KV cache.
 pub const PAGE: usize = 16;
@@ -59,165 +66,322 @@ pub fn attend(
     out: &mut [f32],
 ) {
     let d = q.len();
+    assert!(out.len() == d, "attend: inconsistent shapes");
+    attend_heads(q, d, kv, visible, scale, scores, out, d);
+}
+
+/// [`attend`] for `q.len() / d` query heads that share the key/value head `kv` (grouped-query
+/// attention), in one pass over its keys and values: each is read once for up to four heads
+/// instead of once per head. Head `i`'s query is `q[i·d..][..d]` and its output goes to
+/// `out[i·out_stride..][..d]`; `scores` is scratch of at least `n_heads · visible` values.
+/// Every head's output is bit-identical to [`attend`] of that head alone.
+///
+/// Panics if the slices are shorter than the shapes say (a caller bug, not bad input).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_heads(
+    q: &[f32],
+    d: usize,
+    kv: &KvHead<'_>,
+    visible: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let n_heads = q.len().checked_div(d).unwrap_or(0);
     assert!(
         d > 0
+            && n_heads >= 1
+            && q.len() == n_heads * d
+            && out_stride >= d
+            && out.len() >= (n_heads - 1) * out_stride + d
             && visible >= 1
             && visible <= kv.len
-            && out.len() == d
-            && scores.len() >= visible
+            && scores.len() >= n_heads * visible
             && kv.pages.len() >= visible.div_ceil(PAGE),
         "attend: inconsistent shapes"
     );
+    let args = Heads {
+        q,
+        d,
+        kv,
+        visible,
+        scale,
+    };
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX-512F and FMA (checked just above); the body only
             // indexes slices (bounds-checked).
-            return unsafe { attend_avx512(q, kv, visible, scale, scores, out) };
+            return unsafe { heads_avx512(&args, scores, out, out_stride) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { attend_avx2(q, kv, visible, scale, scores, out) };
+            return unsafe { heads_avx2(&args, scores, out, out_stride) };
         }
     }
-    attend_body::<false>(q, kv, visible, scale, scores, out)
+    heads_body::<PORTABLE>(&args, scores, out, out_stride)
+}
+
+/// How [`attend_pass`] is compiled: plain multiply-adds, fused ones, or AVX-512 registers (the
+/// same fused operations lane by lane, so the last two give identical results).
+const PORTABLE: u8 = 0;
+#[cfg(target_arch = "x86_64")]
+const FUSED: u8 = 1;
+#[cfg(target_arch = "x86_64")]
+const AVX512: u8 = 2;
+
+/// The inputs of [`attend_heads`].
+struct Heads<'a, 'k> {
+    q: &'a [f32],
+    d: usize,
+    kv: &'a KvHead<'k>,
+    visible: usize,
+    scale: f32,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn attend_avx512(
-    q: &[f32],
-    kv: &KvHead<'_>,
-    visible: usize,
-    scale: f32,
-    s: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_body::<true>(q, kv, visible, scale, s, out)
+fn heads_avx512(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
+    heads_body::<AVX512>(a, scores, out, out_stride)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn attend_avx2(
-    q: &[f32],
-    kv: &KvHead<'_>,
-    visible: usize,
-    scale: f32,
-    s: &mut [f32],
+fn heads_avx2(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
+    heads_body::<FUSED>(a, scores, out, out_stride)
+}
+
+/// Query heads computed in one pass (their sums stay in registers together).
+const HEAD_GROUP: usize = 4;
+
+/// Splits the heads into passes of up to [`HEAD_GROUP`].
+#[inline(always)]
+fn heads_body<const P: u8>(
+    a: &Heads<'_, '_>,
+    scores: &mut [f32],
     out: &mut [f32],
+    out_stride: usize,
 ) {
-    attend_body::<true>(q, kv, visible, scale, s, out)
+    let (d, n) = (a.d, a.visible);
+    let n_heads = a.q.len() / d;
+    let mut h0 = 0;
+    while h0 < n_heads {
+        let g = (n_heads - h0).min(HEAD_GROUP);
+        let q = &a.q[h0 * d..(h0 + g) * d];
+        let s = &mut scores[h0 * n..(h0 + g) * n];
+        let o = &mut out[h0 * out_stride..];
+        match g {
+            4 => attend_pass::<4, P>(a, q, s, o, out_stride),
+            3 => attend_pass::<3, P>(a, q, s, o, out_stride),
+            2 => attend_pass::<2, P>(a, q, s, o, out_stride),
+            _ => attend_pass::<1, P>(a, q, s, o, out_stride),
+        }
+        h0 += g;
+    }
 }
 
 /// `a · b + c`, fused where the caller's target features make that one instruction.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
+fn madd<const P: u8>(a: f32, b: f32, c: f32) -> f32 {
+    if P != PORTABLE {
         a.mul_add(b, c)
     } else {
         a * b + c
     }
 }
 
-/// Pages scored together: their sums stay in registers across every dimension (four AVX-512
-/// registers, four independent FMA chains).
+/// Pages scored together: their sums stay in registers across every dimension (with
+/// [`HEAD_GROUP`] heads, sixteen AVX-512 registers, sixteen independent FMA chains).
 const PAGE_GROUP: usize = 4;
 
 // Every score and every output value is summed in the same order (dimension by dimension,
-// position by position) whatever the grouping of pages, so all groupings give identical results.
+// position by position) whatever the grouping of pages and heads, so all groupings give
+// identical results.
 #[inline(always)]
-fn attend_body<const FMA: bool>(
+fn attend_pass<const G: usize, const P: u8>(
+    a: &Heads<'_, '_>,
     q: &[f32],
-    kv: &KvHead<'_>,
-    visible: usize,
-    scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
+    out_stride: usize,
 ) {
-    let d = q.len();
-    let s = &mut scores[..visible];
+    let (d, kv, visible) = (a.d, a.kv, a.visible);
+    let qs: [&[f32]; G] = std::array::from_fn(|h| &q[h * d..(h + 1) * d]);
     let full_groups = visible / (PAGE * PAGE_GROUP);
+    let n_pages = visible.div_ceil(PAGE);
+    // The pages scored next, whose keys the AVX-512 loops prefetch.
+    #[cfg(target_arch = "x86_64")]
+    let next = |p: usize| kv.page_start(p.min(n_pages - 1), d);
     for g in 0..full_groups {
         let starts: [usize; PAGE_GROUP] =
             std::array::from_fn(|i| kv.page_start(g * PAGE_GROUP + i, d));
-        let mut acc = [[0f32; PAGE]; PAGE_GROUP];
-        for (c, &qc) in q.iter().enumerate() {
-            for (a, &at) in acc.iter_mut().zip(&starts) {
-                let k: &[f32; PAGE] = kv.keys[at + c * PAGE..][..PAGE].try_into().expect("page");
-                for l in 0..PAGE {
-                    a[l] = madd::<FMA>(qc, k[l], a[l]);
-                }
-            }
-        }
+        #[cfg(target_arch = "x86_64")]
+        let ahead: [usize; PAGE_GROUP] = std::array::from_fn(|i| next((g + 1) * PAGE_GROUP + i));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: P == AVX512 only in heads_avx512, which requires AVX-512F.
+        let acc = if P == AVX512 {
+            unsafe { x86::page_group_scores(kv, &starts, &ahead, &qs, d) }
+        } else {
+            page_group_scores::<G, P>(kv, &starts, &qs, d)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let acc = page_group_scores::<G, P>(kv, &starts, &qs, d);
         let j0 = g * PAGE * PAGE_GROUP;
-        for (i, a) in acc.iter().enumerate() {
-            s[j0 + i * PAGE..j0 + (i + 1) * PAGE].copy_from_slice(a);
+        for (h, acc_h) in acc.iter().enumerate() {
+            for (i, acc_p) in acc_h.iter().enumerate() {
+                let at = h * visible + j0 + i * PAGE;
+                scores[at..at + PAGE].copy_from_slice(acc_p);
+            }
         }
     }
     // The remaining pages, one at a time (the last one possibly partial).
-    for p in full_groups * PAGE_GROUP..visible.div_ceil(PAGE) {
+    for p in full_groups * PAGE_GROUP..n_pages {
         let at = kv.page_start(p, d);
-        let mut acc = [0f32; PAGE];
-        for (c, &qc) in q.iter().enumerate() {
-            let k: &[f32; PAGE] = kv.keys[at + c * PAGE..][..PAGE].try_into().expect("page");
-            for l in 0..PAGE {
-                acc[l] = madd::<FMA>(qc, k[l], acc[l]);
-            }
-        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: P == AVX512 only in heads_avx512, which requires AVX-512F.
+        let acc = if P == AVX512 {
+            unsafe { x86::page_scores(kv, at, next(p + 1), &qs, d) }
+        } else {
+            page_scores::<G, P>(kv, at, &qs, d)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let acc = page_scores::<G, P>(kv, at, &qs, d);
         let n = (visible - p * PAGE).min(PAGE);
-        s[p * PAGE..p * PAGE + n].copy_from_slice(&acc[..n]);
+        for (h, acc_h) in acc.iter().enumerate() {
+            let at = h * visible + p * PAGE;
+            scores[at..at + n].copy_from_slice(&acc_h[..n]);
+        }
     }
 
-    let mut max = f32::NEG_INFINITY;
-    for x in s.iter_mut() {
-        *x *= scale;
-        max = max.max(*x);
+    let mut inv = [0f32; G];
+    for (s, inv) in scores.chunks_exact_mut(visible).zip(&mut inv) {
+        let mut max = f32::NEG_INFINITY;
+        for x in s.iter_mut() {
+            *x *= a.scale;
+            max = max.max(*x);
+        }
+        let mut sum = 0f32;
+        for x in s.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        *inv = 1.0 / sum;
     }
-    let mut sum = 0f32;
-    for x in s.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
 
     let mut c0 = 0;
-    while c0 + 128 <= d {
-        weighted_values::<128, FMA>(s, kv, d, c0, inv, out);
-        c0 += 128;
+    #[cfg(target_arch = "x86_64")]
+    if P == AVX512 {
+        // SAFETY (both calls): P == AVX512 only in heads_avx512, which requires AVX-512F.
+        while c0 + 64 <= d {
+            unsafe {
+                x86::weighted_values::<G, 4>(scores, kv, d, visible, c0, &inv, out, out_stride)
+            };
+            c0 += 64;
+        }
+        while c0 + 16 <= d {
+            unsafe {
+                x86::weighted_values::<G, 1>(scores, kv, d, visible, c0, &inv, out, out_stride)
+            };
+            c0 += 16;
+        }
     }
-    while c0 + 32 <= d {
-        weighted_values::<32, FMA>(s, kv, d, c0, inv, out);
-        c0 += 32;
+    while c0 + 64 <= d {
+        weighted_values::<G, 64, P>(scores, kv, d, visible, c0, &inv, out, out_stride);
+        c0 += 64;
+    }
+    while c0 + 16 <= d {
+        weighted_values::<G, 16, P>(scores, kv, d, visible, c0, &inv, out, out_stride);
+        c0 += 16;
     }
     while c0 < d {
-        weighted_values::<1, FMA>(s, kv, d, c0, inv, out);
+        weighted_values::<G, 1, P>(scores, kv, d, visible, c0, &inv, out, out_stride);
         c0 += 1;
     }
 }
 
-/// `out[c0..c0 + B] = inv · Σ_j w[j] · values[j, c0..c0 + B]`, the B sums kept in registers
-/// across every page.
+/// Portable [`x86::page_group_scores`]: the scores of `G` heads against [`PAGE_GROUP`] pages.
 #[inline(always)]
-fn weighted_values<const B: usize, const FMA: bool>(
-    w: &[f32],
+fn page_group_scores<const G: usize, const P: u8>(
     kv: &KvHead<'_>,
+    starts: &[usize; PAGE_GROUP],
+    qs: &[&[f32]; G],
     d: usize,
-    c0: usize,
-    inv: f32,
-    out: &mut [f32],
-) {
-    let mut acc = [0f32; B];
-    for (p, wp) in w.chunks(PAGE).enumerate() {
-        let at = kv.page_start(p, d) + c0;
-        for (j, &pj) in wp.iter().enumerate() {
-            let v: &[f32; B] = kv.values[at + j * d..][..B].try_into().expect("block");
-            for l in 0..B {
-                acc[l] = madd::<FMA>(pj, v[l], acc[l]);
+) -> [[[f32; PAGE]; PAGE_GROUP]; G] {
+    let mut acc = [[[0f32; PAGE]; PAGE_GROUP]; G];
+    for c in 0..d {
+        let k: [&[f32; PAGE]; PAGE_GROUP] = std::array::from_fn(|i| {
+            kv.keys[starts[i] + c * PAGE..][..PAGE]
+                .try_into()
+                .expect("page")
+        });
+        for (acc_h, q_h) in acc.iter_mut().zip(qs) {
+            let qc = q_h[c];
+            for (acc_p, k_p) in acc_h.iter_mut().zip(&k) {
+                for l in 0..PAGE {
+                    acc_p[l] = madd::<P>(qc, k_p[l], acc_p[l]);
+                }
             }
         }
     }
-    for (o, a) in out[c0..c0 + B].iter_mut().zip(acc) {
-        *o = a * inv;
+    acc
+}
+
+/// Portable [`x86::page_scores`]: the scores of `G` heads against the page at `at`.
+#[inline(always)]
+fn page_scores<const G: usize, const P: u8>(
+    kv: &KvHead<'_>,
+    at: usize,
+    qs: &[&[f32]; G],
+    d: usize,
+) -> [[f32; PAGE]; G] {
+    let mut acc = [[0f32; PAGE]; G];
+    for c in 0..d {
+        let k: &[f32; PAGE] = kv.keys[at + c * PAGE..][..PAGE].try_into().expect("page");
+        for (acc_h, q_h) in acc.iter_mut().zip(qs) {
+            let qc = q_h[c];
+            for l in 0..PAGE {
+                acc_h[l] = madd::<P>(qc, k[l], acc_h[l]);
+            }
+        }
+    }
+    acc
+}
+
+/// For each of the `G` heads: `out[c0..c0 + B] = inv · Σ_j w[j] · values[j, c0..c0 + B]`, the
+/// `G · B` sums kept in registers across every page.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn weighted_values<const G: usize, const B: usize, const P: u8>(
+    w: &[f32],
+    kv: &KvHead<'_>,
+    d: usize,
+    visible: usize,
+    c0: usize,
+    inv: &[f32; G],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let mut acc = [[0f32; B]; G];
+    for p in 0..visible.div_ceil(PAGE) {
+        let at = kv.page_start(p, d) + c0;
+        for j in p * PAGE..visible.min((p + 1) * PAGE) {
+            let v: &[f32; B] = kv.values[at + (j - p * PAGE) * d..][..B]
+                .try_into()
+                .expect("block");
+            for (h, acc_h) in acc.iter_mut().enumerate() {
+                let wj = w[h * visible + j];
+                for l in 0..B {
+                    acc_h[l] = madd::<P>(wj, v[l], acc_h[l]);
+                }
+            }
+        }
+    }
+    for (h, acc_h) in acc.iter().enumerate() {
+        let o = &mut out[h * out_stride + c0..][..B];
+        for (o, a) in o.iter_mut().zip(acc_h) {
+            *o = a * inv[h];
+        }
     }
 }
 
@@ -301,6 +465,112 @@ mod tests {
                     "d {d}, visible {visible}, dim {c}: {} vs {want}",
                     out[c]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn heads_in_one_pass_equal_each_head_alone_bit_for_bit() {
+        // 1..=9 heads cover passes of 4, 3, 2 and 1 heads; 130 positions a partial last page
+        // after two page groups; d = 88 the 64-, 16- and 1-wide value blocks.
+        let (d, len) = (88usize, 130usize);
+        let n_pages = len.div_ceil(PAGE);
+        let stride = d * PAGE;
+        let val = |i: usize| ((i as f32) * 0.377).sin();
+        let keys: Vec<f32> = (0..n_pages * stride).map(val).collect();
+        let values: Vec<f32> = (0..n_pages * stride).map(|i| val(i + 7919)).collect();
+        let pages: Vec<u32> = (0..n_pages as u32).rev().collect();
+        let kv = KvHead {
+            keys: &keys,
+            values: &values,
+            pages: &pages,
+            page_stride: stride,
+            head_offset: 0,
+            len,
+        };
+        for n_heads in 1..=9usize {
+            let q: Vec<f32> = (0..n_heads * d).map(|i| val(i + 31) * 2.0).collect();
+            for visible in [1, 17, 64, 65, len] {
+                let out_stride = d + 5;
+                let mut together = vec![f32::NAN; n_heads * out_stride];
+                let mut scores = vec![0f32; n_heads * visible];
+                attend_heads(
+                    &q,
+                    d,
+                    &kv,
+                    visible,
+                    0.1,
+                    &mut scores,
+                    &mut together,
+                    out_stride,
+                );
+                for h in 0..n_heads {
+                    let mut alone = vec![0f32; d];
+                    let qh = &q[h * d..(h + 1) * d];
+                    attend(qh, &kv, visible, 0.1, &mut vec![0f32; visible], &mut alone);
+                    let got = &together[h * out_stride..h * out_stride + d];
+                    assert!(
+                        got.iter()
+                            .zip(&alone)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{n_heads} heads, visible {visible}, head {h}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 registers perform the fused path's `mul_add`s lane by lane: identical bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_registers_equal_the_fused_scalar_path_bit_for_bit() {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2")) {
+            eprintln!("skipped: this CPU lacks AVX-512F or AVX2");
+            return;
+        }
+        // d = 88 takes the 64- and 16-wide register blocks and a scalar tail; 24 the 16-wide
+        // block and a tail; 128 two 64-wide blocks.
+        for (d, len) in [(88usize, 150usize), (24, 70), (128, 64), (16, 5)] {
+            let n_pages = len.div_ceil(PAGE);
+            let stride = 2 * d * PAGE;
+            let val = |i: usize| ((i as f32) * 0.613).cos();
+            let keys: Vec<f32> = (0..n_pages * stride).map(val).collect();
+            let values: Vec<f32> = (0..n_pages * stride).map(|i| val(i + 101)).collect();
+            let pages: Vec<u32> = (0..n_pages as u32)
+                .map(|p| (p * 5) % n_pages as u32)
+                .collect();
+            let kv = KvHead {
+                keys: &keys,
+                values: &values,
+                pages: &pages,
+                page_stride: stride,
+                head_offset: d * PAGE,
+                len,
+            };
+            for n_heads in 1..=5usize {
+                let q: Vec<f32> = (0..n_heads * d).map(|i| val(i + 7) * 3.0).collect();
+                for visible in [1, 16, 63, 64, 65, len].into_iter().filter(|&v| v <= len) {
+                    let args = Heads {
+                        q: &q,
+                        d,
+                        kv: &kv,
+                        visible,
+                        scale: 0.2,
+                    };
+                    let mut scores = vec![0f32; n_heads * visible];
+                    let (mut wide, mut fused) = (vec![0f32; n_heads * d], vec![0f32; n_heads * d]);
+                    // SAFETY: both features were detected above.
+                    unsafe {
+                        heads_avx512(&args, &mut scores, &mut wide, d);
+                        heads_avx2(&args, &mut scores, &mut fused, d);
+                    }
+                    assert!(
+                        wide.iter()
+                            .zip(&fused)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "d {d}, {n_heads} heads, visible {visible}"
+                    );
+                }
             }
         }
     }

@@ -3,15 +3,16 @@
 //!
 //! `softmax(q·kᵀ/√d + causal mask) · v`, in f32. Query head `j` reads key/value head
 //! `j / (n_head / n_head_kv)`. Each sequence's rows (a [`Run`]) attend only to that sequence's
-//! cached positions. Every (sequence, query head) pair is one task on the backend pool; a task
-//! reads its key/value head straight from the cache's pages and computes each of its query rows
-//! with [`bitnet_backend::dense::attention::attend`], which visits only the positions the causal
-//! mask lets it see.
+//! cached positions. A task on the backend pool is one sequence's query heads that share a
+//! key/value head (or a chunk of them, when there are too few tasks for the threads); it reads
+//! that head straight from the cache's pages and computes each query row with
+//! [`bitnet_backend::dense::attention::attend_heads`], which visits only the positions the
+//! causal mask lets it see, once for all the chunk's heads.
 
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use bitnet_backend::dense::attention::attend;
+use bitnet_backend::dense::attention::attend_heads;
 use bitnet_backend::threads;
 
 use super::Step;
@@ -64,22 +65,39 @@ pub(crate) fn causal_self_attention(
     let n_rep = n_head / n_kv;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
     let q: &[f32] = q;
+    // A task computes a chunk of the query heads that share one key/value head, reading that
+    // head's keys and values once for all of them. Chunks are as large as possible while
+    // there are still a few tasks per thread to balance (a single sequence's decode step has
+    // only n_kv groups: 5 for 2B4T, which two threads would split 3 : 2).
+    let groups = runs.len() * n_kv;
+    let parts = (4 * threads::num_threads())
+        .div_ceil(groups)
+        .clamp(1, n_rep.max(1));
+    let chunk = n_rep.div_ceil(parts);
+    let chunks_per_group = n_rep.div_ceil(chunk);
 
-    // One task per (run, head); results head-major within a run (`[n_head, n_rows_of_run, d]`
-    // at the run's rows), gathered into token-major rows below.
+    // Results head-major within a run (`[n_head, n_rows_of_run, d]` at the run's rows),
+    // gathered into token-major rows below; one slot per task (a run's chunk of heads).
     heads.clear();
     heads.resize(n_rows * q_w, 0.0);
-    let mut slots: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(runs.len() * n_head);
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::with_capacity(groups * chunks_per_group);
+    let mut slots: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(tasks.capacity());
     let mut rest = &mut heads[..];
-    for r in runs {
-        for _ in 0..n_head {
-            let (slot, tail) = std::mem::take(&mut rest).split_at_mut(r.n_rows * d);
-            slots.push(Mutex::new(slot));
-            rest = tail;
+    for (ri, r) in runs.iter().enumerate() {
+        for g in 0..n_kv {
+            for c in 0..chunks_per_group {
+                let h0 = g * n_rep + c * chunk;
+                let h1 = (h0 + chunk).min((g + 1) * n_rep);
+                let (slot, tail) = std::mem::take(&mut rest).split_at_mut((h1 - h0) * r.n_rows * d);
+                slots.push(Mutex::new(slot));
+                tasks.push((ri, h0, h1));
+                rest = tail;
+            }
         }
     }
     let task = |i: usize| {
-        let (r, h) = (&runs[i / n_head], i % n_head);
+        let (ri, h0, h1) = tasks[i];
+        let r = &runs[ri];
         let mut dst = slots[i].lock().unwrap_or_else(|e| e.into_inner());
         SCRATCH.with(|cell| {
             let mut fresh = Scratch::default();
@@ -90,14 +108,24 @@ pub(crate) fn causal_self_attention(
             };
             let Scratch { head, scores } = s;
             let kv_len = r.end_pos();
-            let kv = cache.head(layer, r.seq, h / n_rep, kv_len, head);
-            if scores.len() < kv_len {
-                scores.resize(kv_len, 0.0);
+            let kv = cache.head(layer, r.seq, h0 / n_rep, kv_len, head);
+            if scores.len() < (h1 - h0) * kv_len {
+                scores.resize((h1 - h0) * kv_len, 0.0);
             }
-            for (t, o) in dst.chunks_exact_mut(d).enumerate() {
+            for t in 0..r.n_rows {
                 let row = r.row0 + t;
-                let qt = &q[row * q_w + h * d..][..d];
-                attend(qt, &kv, r.start_pos + t + 1, scale, scores, o);
+                let qt = &q[row * q_w + h0 * d..row * q_w + h1 * d];
+                let visible = r.start_pos + t + 1;
+                attend_heads(
+                    qt,
+                    d,
+                    &kv,
+                    visible,
+                    scale,
+                    scores,
+                    &mut dst[t * d..],
+                    r.n_rows * d,
+                );
             }
         });
     };

@@ -12,7 +12,7 @@
 // Parts of this module serve only the CUDA side (feature `cuda`).
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
-use bitnet_backend::dense::attention::{attend, KvHead, PAGE};
+use bitnet_backend::dense::attention::{attend_heads, KvHead, PAGE};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp2, InplaceOp1, InplaceOp2, Layout, Shape, Tensor,
@@ -272,7 +272,8 @@ impl CustomOp2 for AttentionOp {
             vec![0f32; n_pages * PAGE * d],
             vec![0f32; n_pages * PAGE * d],
         );
-        let mut scores = vec![0f32; len];
+        let n_rep = h.n_head / n_kv;
+        let mut scores = vec![0f32; n_rep * len];
         for g in 0..n_kv {
             let keys = &cache[g * n_ctx * d..][..len * d];
             for (pos, k) in keys.chunks_exact(d).enumerate() {
@@ -290,13 +291,11 @@ impl CustomOp2 for AttentionOp {
                 head_offset: 0,
                 len,
             };
-            let n_rep = h.n_head / n_kv;
-            for head in g * n_rep..(g + 1) * n_rep {
-                for t in 0..n {
-                    let q = &rows[t * h.qkv_width() + head * d..][..d];
-                    let o = &mut out[(t * h.n_head + head) * d..][..d];
-                    attend(q, &kv, h.start_pos + t + 1, self.scale(), &mut scores, o);
-                }
+            for t in 0..n {
+                let q = &rows[t * h.qkv_width() + g * n_rep * d..][..n_rep * d];
+                let o = &mut out[(t * h.n_head + g * n_rep) * d..][..n_rep * d];
+                let visible = h.start_pos + t + 1;
+                attend_heads(q, d, &kv, visible, self.scale(), &mut scores, o, d);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((n, h.n_head * d))))
