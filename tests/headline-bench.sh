@@ -69,7 +69,7 @@ gb() {
 # Read bandwidth measured by bitnet-rs's probe, "1T / 2T" in GB/s.
 bandwidth() {
   "$bitnet" bench -m "$i2s" -p 0 -n 0 -t 1,2 2>&1 >/dev/null \
-    | sed -n 's/^memory read bandwidth, \([0-9]*\) threads: \([0-9.]*\) GB\/s$/\2/p' \
+    | sed -n 's/^memory read bandwidth, \([0-9]*\) threads, before the tests: \([0-9.]*\) GB\/s$/\2/p' \
     | paste -sd/ | sed 's#/# / #'
 }
 

@@ -18,6 +18,7 @@
 use crate::args::HeadTypeArg;
 use crate::error::{CliError, CliResult};
 use crate::model_source;
+use bitnet_backend::bandwidth::{self, BandwidthReport};
 use bitnet_backend::gguf::GgmlType;
 use bitnet_candle::{BareModel, HeadType, KvDtype, LoadOptions, Logits, Sampler, SamplingParams};
 use clap::{Args, ValueEnum};
@@ -193,10 +194,37 @@ pub struct SamplingRecord {
     pub sample_share: f64,
 }
 
-/// Decode roofline for one thread count.
+/// Decode roofline for one thread count: the read bandwidth probe's passes before and after
+/// the tests (the machine's bandwidth drifts while other work shares it, so the roofline is the
+/// median of both probes' passes).
 struct Roofline {
     n_threads: usize,
-    bandwidth_gb_s: f64,
+    probes: Option<BandwidthReport>,
+}
+
+impl Roofline {
+    fn probe(&mut self, when: &str) {
+        let r = bandwidth::measure_read_bandwidth_with(
+            self.n_threads,
+            bandwidth::DEFAULT_BYTES,
+            bandwidth::DEFAULT_PASSES,
+        );
+        eprintln!(
+            "memory read bandwidth, {} threads, {when}: {:.1} GB/s",
+            self.n_threads,
+            r.median_gb_s()
+        );
+        match &mut self.probes {
+            Some(all) => all.passes_gb_s.extend(r.passes_gb_s),
+            None => self.probes = Some(r),
+        }
+    }
+
+    fn bandwidth_gb_s(&self) -> f64 {
+        self.probes
+            .as_ref()
+            .map_or(0.0, BandwidthReport::median_gb_s)
+    }
 }
 
 pub fn run(args: &BenchArgs) -> CliResult {
@@ -264,12 +292,12 @@ pub fn run(args: &BenchArgs) -> CliResult {
     let mut rooflines = Vec::new();
     if !no_bandwidth {
         for &t in &threads {
-            let gb_s = bitnet_backend::bandwidth::measure_read_bandwidth(t);
-            eprintln!("memory read bandwidth, {t} threads: {gb_s:.1} GB/s");
-            rooflines.push(Roofline {
+            let mut roof = Roofline {
                 n_threads: t,
-                bandwidth_gb_s: gb_s,
-            });
+                probes: None,
+            };
+            roof.probe("before the tests");
+            rooflines.push(roof);
         }
     }
     for (source, head) in sources
@@ -311,6 +339,10 @@ pub fn run(args: &BenchArgs) -> CliResult {
                 }
             }
         }
+    }
+
+    for roof in &mut rooflines {
+        roof.probe("after the tests");
     }
 
     match args.output {
@@ -612,16 +644,16 @@ fn roofline_notes(records: &[Record], rooflines: &[Roofline]) -> String {
             continue;
         };
         let gb_per_token = r.weight_bytes_per_token as f64 / 1e9;
-        let roof_ts = roof.bandwidth_gb_s / gb_per_token;
+        let roof_ts = roof.bandwidth_gb_s() / gb_per_token;
         out.push_str(&format!(
-            "\n{} with {} threads, head {}: {:.1} tok/s × {:.3} GB/token = {:.1} GB/s of {:.1} GB/s measured read bandwidth ({:.0}% of the {:.1} tok/s roofline)",
+            "\n{} with {} threads, head {}: {:.1} tok/s × {:.3} GB/token = {:.1} GB/s of {:.1} GB/s measured read bandwidth (median of the probes before and after the tests; {:.0}% of the {:.1} tok/s roofline)",
             test_name(r),
             r.n_threads,
             r.head_type,
             r.avg_ts,
             gb_per_token,
             r.avg_ts * gb_per_token,
-            roof.bandwidth_gb_s,
+            roof.bandwidth_gb_s(),
             100.0 * r.avg_ts / roof_ts,
             roof_ts
         ));
