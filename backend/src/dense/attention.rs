@@ -123,13 +123,15 @@ pub fn attend_heads(
     heads_body::<PORTABLE>(&args, scores, out, out_stride)
 }
 
-/// How [`attend_pass`] is compiled: plain multiply-adds, fused ones, or AVX-512 registers (the
-/// same fused operations lane by lane, so the last two give identical results).
+/// How [`attend_pass`] is compiled: plain multiply-adds, fused ones (the reference the tests hold
+/// the registers to), or AVX2 or AVX-512 registers (the same fused operations lane by lane, so
+/// the last three give identical results).
 const PORTABLE: u8 = 0;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 const FUSED: u8 = 1;
+const AVX2: u8 = 2;
 #[cfg(target_arch = "x86_64")]
-const AVX512: u8 = 2;
+const AVX512: u8 = 3;
 
 /// The inputs of [`attend_heads`].
 struct Heads<'a, 'k> {
@@ -149,7 +151,7 @@ fn heads_avx512(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stri
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn heads_avx2(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
-    heads_body::<FUSED>(a, scores, out, out_stride)
+    heads_body::<AVX2>(a, scores, out, out_stride)
 }
 
 /// Query heads computed in one pass (their sums stay in registers together).
@@ -208,25 +210,19 @@ fn attend_pass<const G: usize, const P: u8>(
 ) {
     let (d, kv, visible) = (a.d, a.kv, a.visible);
     let qs: [&[f32]; G] = std::array::from_fn(|h| &q[h * d..(h + 1) * d]);
-    let full_groups = visible / (PAGE * PAGE_GROUP);
+    // AVX2's sixteen registers hold the sums of one page for four heads, not of four pages.
+    let full_groups = match P {
+        AVX2 => 0,
+        _ => visible / (PAGE * PAGE_GROUP),
+    };
     let n_pages = visible.div_ceil(PAGE);
-    // The pages scored next, whose keys the AVX-512 loops prefetch.
-    #[cfg(target_arch = "x86_64")]
+    // The pages scored next, whose keys the register loops prefetch.
     let next = |p: usize| kv.page_start(p.min(n_pages - 1), d);
     for g in 0..full_groups {
         let starts: [usize; PAGE_GROUP] =
             std::array::from_fn(|i| kv.page_start(g * PAGE_GROUP + i, d));
-        #[cfg(target_arch = "x86_64")]
         let ahead: [usize; PAGE_GROUP] = std::array::from_fn(|i| next((g + 1) * PAGE_GROUP + i));
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: P == AVX512 only in heads_avx512, which requires AVX-512F.
-        let acc = if P == AVX512 {
-            unsafe { x86::page_group_scores(kv, &starts, &ahead, &qs, d) }
-        } else {
-            page_group_scores::<G, P>(kv, &starts, &qs, d)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let acc = page_group_scores::<G, P>(kv, &starts, &qs, d);
+        let acc = score_page_group::<G, P>(kv, &starts, &ahead, &qs, d);
         let j0 = g * PAGE * PAGE_GROUP;
         for (h, acc_h) in acc.iter().enumerate() {
             for (i, acc_p) in acc_h.iter().enumerate() {
@@ -238,15 +234,7 @@ fn attend_pass<const G: usize, const P: u8>(
     // The remaining pages, one at a time (the last one possibly partial).
     for p in full_groups * PAGE_GROUP..n_pages {
         let at = kv.page_start(p, d);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: P == AVX512 only in heads_avx512, which requires AVX-512F.
-        let acc = if P == AVX512 {
-            unsafe { x86::page_scores(kv, at, next(p + 1), &qs, d) }
-        } else {
-            page_scores::<G, P>(kv, at, &qs, d)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let acc = page_scores::<G, P>(kv, at, &qs, d);
+        let acc = score_page::<G, P>(kv, at, next(p + 1), &qs, d);
         let n = (visible - p * PAGE).min(PAGE);
         for (h, acc_h) in acc.iter().enumerate() {
             let at = h * visible + p * PAGE;
@@ -271,18 +259,23 @@ fn attend_pass<const G: usize, const P: u8>(
 
     let mut c0 = 0;
     #[cfg(target_arch = "x86_64")]
-    if P == AVX512 {
-        // SAFETY (both calls): P == AVX512 only in heads_avx512, which requires AVX-512F.
-        while c0 + 64 <= d {
+    {
+        // SAFETY (every call): P == AVX512 only in heads_avx512, which requires AVX-512F, and
+        // P == AVX2 only in heads_avx2, which requires AVX2 and FMA.
+        while P == AVX512 && c0 + 64 <= d {
             unsafe {
                 x86::weighted_values::<G, 4>(scores, kv, d, visible, c0, &inv, out, out_stride)
             };
             c0 += 64;
         }
-        while c0 + 16 <= d {
+        while P == AVX512 && c0 + 16 <= d {
             unsafe {
                 x86::weighted_values::<G, 1>(scores, kv, d, visible, c0, &inv, out, out_stride)
             };
+            c0 += 16;
+        }
+        while P == AVX2 && c0 + 16 <= d {
+            unsafe { x86::weighted_values_avx2(scores, kv, d, visible, c0, &inv, out, out_stride) };
             c0 += 16;
         }
     }
@@ -298,6 +291,50 @@ fn attend_pass<const G: usize, const P: u8>(
         weighted_values::<G, 1, P>(scores, kv, d, visible, c0, &inv, out, out_stride);
         c0 += 1;
     }
+}
+
+/// The scores of `G` heads against [`PAGE_GROUP`] pages, in registers where `P` has them
+/// (`ahead`: the pages scored next, prefetched).
+#[inline(always)]
+fn score_page_group<const G: usize, const P: u8>(
+    kv: &KvHead<'_>,
+    starts: &[usize; PAGE_GROUP],
+    ahead: &[usize; PAGE_GROUP],
+    qs: &[&[f32]; G],
+    d: usize,
+) -> [[[f32; PAGE]; PAGE_GROUP]; G] {
+    #[cfg(target_arch = "x86_64")]
+    if P == AVX512 {
+        // SAFETY: P == AVX512 only in heads_avx512, which requires AVX-512F.
+        return unsafe { x86::page_group_scores(kv, starts, ahead, qs, d) };
+    }
+    let _ = ahead;
+    page_group_scores::<G, P>(kv, starts, qs, d)
+}
+
+/// The scores of `G` heads against the page at `at`, in registers where `P` has them
+/// (`ahead`: the page scored next, prefetched).
+#[inline(always)]
+fn score_page<const G: usize, const P: u8>(
+    kv: &KvHead<'_>,
+    at: usize,
+    ahead: usize,
+    qs: &[&[f32]; G],
+    d: usize,
+) -> [[f32; PAGE]; G] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if P == AVX512 {
+            // SAFETY: P == AVX512 only in heads_avx512, which requires AVX-512F.
+            return unsafe { x86::page_scores(kv, at, ahead, qs, d) };
+        }
+        if P == AVX2 {
+            // SAFETY: P == AVX2 only in heads_avx2, which requires AVX2 and FMA.
+            return unsafe { x86::page_scores_avx2(kv, at, ahead, qs, d) };
+        }
+    }
+    let _ = ahead;
+    page_scores::<G, P>(kv, at, qs, d)
 }
 
 /// Portable [`x86::page_group_scores`]: the scores of `G` heads against [`PAGE_GROUP`] pages.
@@ -520,12 +557,23 @@ mod tests {
         }
     }
 
-    /// The AVX-512 registers perform the fused path's `mul_add`s lane by lane: identical bits.
+    /// The scalar fused path, the reference for the register paths.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    fn heads_fused(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
+        heads_body::<FUSED>(a, scores, out, out_stride)
+    }
+
+    /// The AVX2 and AVX-512 registers perform the fused path's `mul_add`s lane by lane:
+    /// identical bits.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx512_registers_equal_the_fused_scalar_path_bit_for_bit() {
-        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2")) {
-            eprintln!("skipped: this CPU lacks AVX-512F or AVX2");
+    fn register_paths_equal_the_fused_scalar_path_bit_for_bit() {
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma"))
+        {
+            eprintln!("skipped: this CPU lacks AVX-512F, AVX2 or FMA");
             return;
         }
         // d = 88 takes the 64- and 16-wide register blocks and a scalar tail; 24 the 16-wide
@@ -558,17 +606,26 @@ mod tests {
                         scale: 0.2,
                     };
                     let mut scores = vec![0f32; n_heads * visible];
-                    let (mut wide, mut fused) = (vec![0f32; n_heads * d], vec![0f32; n_heads * d]);
-                    // SAFETY: both features were detected above.
+                    let mut fused = vec![0f32; n_heads * d];
+                    let (mut zmm, mut ymm) = (fused.clone(), fused.clone());
+                    // SAFETY: every feature was detected above.
                     unsafe {
-                        heads_avx512(&args, &mut scores, &mut wide, d);
-                        heads_avx2(&args, &mut scores, &mut fused, d);
+                        heads_fused(&args, &mut scores, &mut fused, d);
+                        heads_avx512(&args, &mut scores, &mut zmm, d);
+                        heads_avx2(&args, &mut scores, &mut ymm, d);
                     }
-                    assert!(
-                        wide.iter()
+                    let same = |a: &[f32]| {
+                        a.iter()
                             .zip(&fused)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "d {d}, {n_heads} heads, visible {visible}"
+                            .all(|(a, b)| a.to_bits() == b.to_bits())
+                    };
+                    assert!(
+                        same(&zmm),
+                        "AVX-512: d {d}, {n_heads} heads, visible {visible}"
+                    );
+                    assert!(
+                        same(&ymm),
+                        "AVX2: d {d}, {n_heads} heads, visible {visible}"
                     );
                 }
             }
