@@ -4,15 +4,19 @@
 //! the cache's buffers, so sequences can grow, shrink and share prefixes without moving data.
 //! Within a page, keys are transposed (`[head_dim, PAGE]`, one 64-byte line per dimension), so
 //! the scores of one query against a page are `head_dim` row `axpy`s with no horizontal sums;
-//! values are `[PAGE, head_dim]`, so the weighted sum of values is one `axpy` per position. The
-//! same body is compiled for AVX-512F and for AVX2+FMA (chosen at run time) and portably; only
-//! the summation order differs between them, and within one of them the result does not depend
-//! on where the pages lie or how they are grouped. Query heads that share a key/value head
-//! (grouped-query attention) are computed in one pass ([`attend_heads`]), each key and value read
-//! once for up to four heads. The AVX-512 path spells its loops out in registers (`x86`), which
-//! LLVM does not do for the portable loops; it performs the AVX2 path's fused operations lane by
-//! lane, so the two give identical results.
+//! values are `[PAGE, head_dim]`, so the weighted sum of values is one `axpy` per position.
+//! Query heads that share a key/value head (grouped-query attention) are computed in one pass
+//! ([`attend_heads`]), each key and value read once for up to four heads.
+//!
+//! LLVM leaves the portable loops scalar, so the AVX-512F, AVX2+FMA (`x86`) and NEON
+//! (`aarch64`) paths, chosen at run time, spell them out in registers. The x86 paths fuse each
+//! multiply-add, as the scalar code compiled for FMA does; NEON and the portable code round
+//! the product first. Each path performs exactly its scalar counterpart's operations lane by
+//! lane, in the same order (tests compare them bit for bit), and within one of them the result
+//! does not depend on where the pages lie or how pages and heads are grouped.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -120,6 +124,11 @@ pub fn attend_heads(
             return unsafe { heads_avx2(&args, scores, out, out_stride) };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        // SAFETY: the CPU supports NEON (checked just above).
+        return unsafe { heads_neon(&args, scores, out, out_stride) };
+    }
     heads_body::<PORTABLE>(&args, scores, out, out_stride)
 }
 
@@ -132,6 +141,8 @@ const FUSED: u8 = 1;
 const AVX2: u8 = 2;
 #[cfg(target_arch = "x86_64")]
 const AVX512: u8 = 3;
+/// NEON registers, rounding each product before the add as the portable loops do.
+const NEON: u8 = 4;
 
 /// The inputs of [`attend_heads`].
 struct Heads<'a, 'k> {
@@ -152,6 +163,12 @@ fn heads_avx512(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stri
 #[target_feature(enable = "avx2,fma")]
 fn heads_avx2(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
     heads_body::<AVX2>(a, scores, out, out_stride)
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+fn heads_neon(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
+    heads_body::<NEON>(a, scores, out, out_stride)
 }
 
 /// Query heads computed in one pass (their sums stay in registers together).
@@ -183,10 +200,11 @@ fn heads_body<const P: u8>(
     }
 }
 
-/// `a · b + c`, fused where the caller's target features make that one instruction.
+/// `a · b + c`, fused on the x86 paths (whose target features make that one instruction);
+/// rounded twice on the portable and NEON ones.
 #[inline(always)]
 fn madd<const P: u8>(a: f32, b: f32, c: f32) -> f32 {
-    if P != PORTABLE {
+    if P != PORTABLE && P != NEON {
         a.mul_add(b, c)
     } else {
         a * b + c
@@ -210,10 +228,15 @@ fn attend_pass<const G: usize, const P: u8>(
 ) {
     let (d, kv, visible) = (a.d, a.kv, a.visible);
     let qs: [&[f32]; G] = std::array::from_fn(|h| &q[h * d..(h + 1) * d]);
-    // AVX2's sixteen registers hold the sums of one page for four heads, not of four pages.
-    let full_groups = match P {
-        AVX2 => 0,
-        _ => visible / (PAGE * PAGE_GROUP),
+    // AVX2's sixteen registers (and NEON's 32 of a quarter the width) hold the sums of one
+    // page for four heads, not of four pages.
+    #[cfg(target_arch = "aarch64")]
+    let one_page = P == AVX2 || P == NEON;
+    #[cfg(not(target_arch = "aarch64"))]
+    let one_page = P == AVX2;
+    let full_groups = match one_page {
+        true => 0,
+        false => visible / (PAGE * PAGE_GROUP),
     };
     let n_pages = visible.div_ceil(PAGE);
     // The pages scored next, whose keys the register loops prefetch.
@@ -279,6 +302,12 @@ fn attend_pass<const G: usize, const P: u8>(
             c0 += 16;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    while P == NEON && c0 + 16 <= d {
+        // SAFETY: P == NEON only in heads_neon, which requires NEON.
+        unsafe { aarch64::weighted_values(scores, kv, d, visible, c0, &inv, out, out_stride) };
+        c0 += 16;
+    }
     while c0 + 64 <= d {
         weighted_values::<G, 64, P>(scores, kv, d, visible, c0, &inv, out, out_stride);
         c0 += 64;
@@ -332,6 +361,11 @@ fn score_page<const G: usize, const P: u8>(
             // SAFETY: P == AVX2 only in heads_avx2, which requires AVX2 and FMA.
             return unsafe { x86::page_scores_avx2(kv, at, ahead, qs, d) };
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if P == NEON {
+        // SAFETY: P == NEON only in heads_neon, which requires NEON.
+        return unsafe { aarch64::page_scores(kv, at, qs, d) };
     }
     let _ = ahead;
     page_scores::<G, P>(kv, at, qs, d)
@@ -557,36 +591,19 @@ mod tests {
         }
     }
 
-    /// The scalar fused path, the reference for the register paths.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "fma")]
-    fn heads_fused(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
-        heads_body::<FUSED>(a, scores, out, out_stride)
-    }
-
-    /// The AVX2 and AVX-512 registers perform the fused path's `mul_add`s lane by lane:
-    /// identical bits.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn register_paths_equal_the_fused_scalar_path_bit_for_bit() {
-        if !(is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma"))
-        {
-            eprintln!("skipped: this CPU lacks AVX-512F, AVX2 or FMA");
-            return;
-        }
-        // d = 88 takes the 64- and 16-wide register blocks and a scalar tail; 24 the 16-wide
-        // block and a tail; 128 two 64-wide blocks.
+    /// Calls `check(args, n_heads)` on awkward cases for the register paths: d = 88 takes the
+    /// 64- and 16-wide value blocks and a scalar tail, 24 a 16-wide block and a tail, 128 two
+    /// 64-wide blocks; 1 to 5 heads (passes of 4 and 1); partial pages and page groups; pages
+    /// in reverse order, another head's block between them.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn register_cases(mut check: impl FnMut(&Heads<'_, '_>, usize)) {
         for (d, len) in [(88usize, 150usize), (24, 70), (128, 64), (16, 5)] {
             let n_pages = len.div_ceil(PAGE);
             let stride = 2 * d * PAGE;
             let val = |i: usize| ((i as f32) * 0.613).cos();
             let keys: Vec<f32> = (0..n_pages * stride).map(val).collect();
             let values: Vec<f32> = (0..n_pages * stride).map(|i| val(i + 101)).collect();
-            let pages: Vec<u32> = (0..n_pages as u32)
-                .map(|p| (p * 5) % n_pages as u32)
-                .collect();
+            let pages: Vec<u32> = (0..n_pages as u32).rev().collect();
             let kv = KvHead {
                 keys: &keys,
                 values: &values,
@@ -605,31 +622,70 @@ mod tests {
                         visible,
                         scale: 0.2,
                     };
-                    let mut scores = vec![0f32; n_heads * visible];
-                    let mut fused = vec![0f32; n_heads * d];
-                    let (mut zmm, mut ymm) = (fused.clone(), fused.clone());
-                    // SAFETY: every feature was detected above.
-                    unsafe {
-                        heads_fused(&args, &mut scores, &mut fused, d);
-                        heads_avx512(&args, &mut scores, &mut zmm, d);
-                        heads_avx2(&args, &mut scores, &mut ymm, d);
-                    }
-                    let same = |a: &[f32]| {
-                        a.iter()
-                            .zip(&fused)
-                            .all(|(a, b)| a.to_bits() == b.to_bits())
-                    };
-                    assert!(
-                        same(&zmm),
-                        "AVX-512: d {d}, {n_heads} heads, visible {visible}"
-                    );
-                    assert!(
-                        same(&ymm),
-                        "AVX2: d {d}, {n_heads} heads, visible {visible}"
-                    );
+                    check(&args, n_heads);
                 }
             }
         }
+    }
+
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
+    /// The scalar fused path, the reference for the x86 register paths.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    fn heads_fused(a: &Heads<'_, '_>, scores: &mut [f32], out: &mut [f32], out_stride: usize) {
+        heads_body::<FUSED>(a, scores, out, out_stride)
+    }
+
+    /// The AVX2 and AVX-512 registers perform the fused path's `mul_add`s lane by lane:
+    /// identical bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn register_paths_equal_the_fused_scalar_path_bit_for_bit() {
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma"))
+        {
+            eprintln!("skipped: this CPU lacks AVX-512F, AVX2 or FMA");
+            return;
+        }
+        register_cases(|args, n_heads| {
+            let (d, visible) = (args.d, args.visible);
+            let mut scores = vec![0f32; n_heads * visible];
+            let mut fused = vec![0f32; n_heads * d];
+            let (mut zmm, mut ymm) = (fused.clone(), fused.clone());
+            // SAFETY: every feature was detected above.
+            unsafe {
+                heads_fused(args, &mut scores, &mut fused, d);
+                heads_avx512(args, &mut scores, &mut zmm, d);
+                heads_avx2(args, &mut scores, &mut ymm, d);
+            }
+            let case = format!("d {d}, {n_heads} heads, visible {visible}");
+            assert!(same_bits(&zmm, &fused), "AVX-512: {case}");
+            assert!(same_bits(&ymm, &fused), "AVX2: {case}");
+        });
+    }
+
+    /// NEON rounds each product before adding it, as the portable loops do: identical bits.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_registers_equal_the_portable_path_bit_for_bit() {
+        register_cases(|args, n_heads| {
+            let (d, visible) = (args.d, args.visible);
+            let mut scores = vec![0f32; n_heads * visible];
+            let mut portable = vec![0f32; n_heads * d];
+            let mut neon = portable.clone();
+            heads_body::<PORTABLE>(args, &mut scores, &mut portable, d);
+            // SAFETY: NEON is part of every aarch64 Linux target.
+            unsafe { heads_neon(args, &mut scores, &mut neon, d) };
+            assert!(
+                same_bits(&neon, &portable),
+                "d {d}, {n_heads} heads, visible {visible}"
+            );
+        });
     }
 
     #[test]
