@@ -336,7 +336,7 @@ unsafe fn block_scales(rows: [*const u8; 4], blk: usize) -> [f32; 4] {
 /// Near a row's end the prefetch runs into the next row in memory, which is the next row the
 /// same stream reads (see `rows_kernel`). Into L2 only (`prefetcht1`): on the 2-core Zen 4
 /// guest that made llama.cpp's tg128 with the plugin (whose single-token F16 head is this
-/// kernel) 1.09-1.12× faster with one thread than L1 prefetches at the same distance.
+/// kernel) ~1.09× faster with one thread than L1 prefetches at the same distance.
 const PREFETCH_BYTES: usize = 2048;
 
 /// Prefetches the cache lines `PREFETCH_BYTES` ahead of bytes `at..at + len` of `row`
