@@ -11,8 +11,8 @@
 # Usage: tests/headline-bench.sh [prepare|run|all]     (default: all)
 #   prepare  builds bitnet-rs and the pinned llama.cpp, writes the two model files
 #   run      only runs the benchmarks (nothing is built): on the shared machine,
-#            `cpu build bash tests/headline-bench.sh prepare`, then
-#            `cpu bench bash tests/headline-bench.sh run`
+#            `bash tests/headline-bench.sh prepare`, then
+#            `bash tests/headline-bench.sh run` (on an otherwise idle machine)
 # Environment:
 #   BITNET_CPP_BIN   folder with bitnet.cpp's llama-bench (built with clang, TL2 off, native);
 #                    without it the bitnet.cpp column says "not built" and the rest runs

@@ -2,7 +2,7 @@
 # Serving benchmarks on a 2B4T-shaped I2_S model (not part of the test suite). Build first, then
 # time alone on the shared machine:
 #   cargo build --release -p bitnet-cli && cargo build --release -p bitnet-candle --example bench_2b4t
-#   cpu bench bash tests/serve/bench.sh perf|load [server flags...]
+#   bash tests/serve/bench.sh perf|load [server flags...]
 # perf: tests/serve/perf.py (the issue-14 targets: 1 vs 8 clients, time to first token, a
 #       1,000-token shared prefix); load: tests/serve/load_test.py, 32 clients for 60 s with
 #       the server's RSS. Server flags default to `-t 2 --parallel 8 -c 8192`.
