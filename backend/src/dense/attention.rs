@@ -545,12 +545,9 @@ mod tests {
         // 1..=9 heads cover passes of 4, 3, 2 and 1 heads; 130 positions a partial last page
         // after two page groups; d = 88 the 64-, 16- and 1-wide value blocks.
         let (d, len) = (88usize, 130usize);
-        let n_pages = len.div_ceil(PAGE);
         let stride = d * PAGE;
         let val = |i: usize| ((i as f32) * 0.377).sin();
-        let keys: Vec<f32> = (0..n_pages * stride).map(val).collect();
-        let values: Vec<f32> = (0..n_pages * stride).map(|i| val(i + 7919)).collect();
-        let pages: Vec<u32> = (0..n_pages as u32).rev().collect();
+        let (keys, values, pages) = reversed_pages(len, stride, val, 7919);
         let kv = KvHead {
             keys: &keys,
             values: &values,
@@ -581,9 +578,7 @@ mod tests {
                     attend(qh, &kv, visible, 0.1, &mut vec![0f32; visible], &mut alone);
                     let got = &together[h * out_stride..h * out_stride + d];
                     assert!(
-                        got.iter()
-                            .zip(&alone)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        same_bits(got, &alone),
                         "{n_heads} heads, visible {visible}, head {h}"
                     );
                 }
@@ -598,12 +593,9 @@ mod tests {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn register_cases(mut check: impl FnMut(&Heads<'_, '_>, usize)) {
         for (d, len) in [(88usize, 150usize), (24, 70), (128, 64), (16, 5)] {
-            let n_pages = len.div_ceil(PAGE);
             let stride = 2 * d * PAGE;
             let val = |i: usize| ((i as f32) * 0.613).cos();
-            let keys: Vec<f32> = (0..n_pages * stride).map(val).collect();
-            let values: Vec<f32> = (0..n_pages * stride).map(|i| val(i + 101)).collect();
-            let pages: Vec<u32> = (0..n_pages as u32).rev().collect();
+            let (keys, values, pages) = reversed_pages(len, stride, val, 101);
             let kv = KvHead {
                 keys: &keys,
                 values: &values,
@@ -628,9 +620,24 @@ mod tests {
         }
     }
 
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn same_bits(a: &[f32], b: &[f32]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
+    /// Key and value buffers of `len` positions, `stride` elements per page, filled from
+    /// `val` (values offset by `value_offset`), and page ids in reverse order.
+    fn reversed_pages(
+        len: usize,
+        stride: usize,
+        val: impl Fn(usize) -> f32,
+        value_offset: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+        let n_pages = len.div_ceil(PAGE);
+        let keys = (0..n_pages * stride).map(&val).collect();
+        let values = (0..n_pages * stride)
+            .map(|i| val(i + value_offset))
+            .collect();
+        (keys, values, (0..n_pages as u32).rev().collect())
     }
 
     /// The scalar fused path, the reference for the x86 register paths.
